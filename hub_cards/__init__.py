@@ -1,0 +1,1 @@
+"""Jinja2 templates for dataset and model cards (installed as ``symgen_datasets.hub_cards``)."""

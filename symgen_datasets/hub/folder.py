@@ -1,0 +1,89 @@
+"""Write a Hub-style dataset repository folder, all or nothing.
+
+Layout (what ``datasets.load_dataset(folder)`` and the Hub read, with no remote code)::
+
+    README.md                                   dataset card; YAML ``configs:`` lists the files
+    data/train-00000-of-00001.parquet           config "default"
+    <config>/train-00000-of-00001.parquet       every other config (e.g. "candidates")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from datasets import Dataset
+
+from ..errors import InputError
+
+
+def config_dir(name: str) -> str:
+    """The folder of a config's parquet files: ``data`` for ``default``, else its name."""
+    return "data" if name == "default" else name
+
+
+def configs_metadata(names: list[str]) -> list[dict]:
+    """The card's YAML ``configs:`` entries for configs ``names`` (one ``train`` split each)."""
+    return [
+        {
+            "config_name": name,
+            "data_files": [{"split": "train", "path": f"{config_dir(name)}/train-*.parquet"}],
+            **({"default": True} if name == "default" else {}),
+        }
+        for name in names
+    ]
+
+
+def check_output(output: str | Path, overwrite: bool) -> Path:
+    """Refuse, before any work, an ``--output`` that exists and is not empty (unless ``overwrite``).
+
+    Raises:
+        InputError: the folder exists and is not empty, or is a file.
+    """
+    output = Path(output)
+    if output.is_file():
+        raise InputError(f"--output {output}: is a file; give a folder path")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise InputError(f"--output {output}: folder exists and is not empty; pass --overwrite or another folder")
+    return output
+
+
+def write_dataset_folder(output: str | Path, configs: dict[str, Dataset], card: str, overwrite: bool = False) -> Path:
+    """Write ``configs`` as parquet and ``card`` as ``README.md`` into ``output``, atomically.
+
+    Everything is written to a hidden sibling folder first and renamed into place at the end, so
+    a failure never leaves a half-written dataset (and an existing one is replaced only then).
+
+    Args:
+        output: the folder to create.
+        configs: config name -> Dataset (one ``train`` split each); ``default`` first.
+        card: the README.md text (YAML header + body).
+        overwrite: replace an existing non-empty folder.
+
+    Returns:
+        The output path.
+
+    Raises:
+        InputError: see :func:`check_output`.
+    """
+    output = check_output(output, overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for name, dataset in configs.items():
+            folder = staging / config_dir(name)
+            folder.mkdir(parents=True)
+            dataset.to_parquet(str(folder / "train-00000-of-00001.parquet"))
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        if output.exists():
+            old = output.parent / f".{output.name}.old-{os.getpid()}"
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output

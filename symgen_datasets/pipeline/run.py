@@ -1,0 +1,332 @@
+"""``symgen generate``: demonstrations in, a verified dataset folder out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import datasets
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from .. import prompts
+from ..errors import InputError
+from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
+from ..hub.folder import check_output, configs_metadata, write_dataset_folder
+from ..io import validate_record
+from ..tasks import get_task
+from ..verifiers import SQLiteExecutor
+from .stages import StageContext, generate_answers, generate_questions, select, verify
+
+#: Columns of a kept row, in order (Spider's names first, then provenance).
+ROW_COLUMNS = [
+    "question", "query", "db_id", "votes", "num_candidates", "num_executable",
+    "num_distinct_results", "logprob", "generator", "question_source",
+]
+ROW_FEATURES = datasets.Features(
+    {
+        "question": datasets.Value("string"),
+        "query": datasets.Value("string"),
+        "db_id": datasets.Value("string"),
+        "votes": datasets.Value("int32"),
+        "num_candidates": datasets.Value("int32"),
+        "num_executable": datasets.Value("int32"),
+        "num_distinct_results": datasets.Value("int32"),
+        "logprob": datasets.Value("float64"),
+        "generator": datasets.Value("string"),
+        "question_source": datasets.Value("string"),
+    }
+)
+CANDIDATE_COLUMNS = [
+    "question", "db_id", "question_source", "candidates", "candidate_logprobs",
+    "candidate_status", "candidate_result", "query", "votes",
+]
+
+
+@dataclass
+class GenerateSettings:
+    """The settings of one ``symgen generate`` run (the CLI options, same names).
+
+    Attributes:
+        task: registered task name (``spider``, ``geoquery_sql``).
+        demos: JSONL demonstrations; ``None`` for the task's packaged 10-shot demos.
+        db_dir: folder of ``<db_id>/<db_id>.sqlite``; ``None`` for the packaged databases.
+        questions: JSONL/JSON questions to answer (skips question generation).
+        num_questions: questions to generate (default: the task's default); ignored with
+            ``questions``.
+        num_samples: candidates per question (K, default 20 as in SymGen).
+        min_votes: votes needed to keep a question (V, default 5).
+        temperature: sampling temperature for questions and candidates.
+        seed: the run seed; every request's seed derives from it.
+        concurrency: LLM requests in flight at most.
+        generator: backend spec (see :func:`symgen_datasets.generators.from_spec`).
+        timeout_s: per-query execution time limit in seconds.
+        output: the dataset folder to write (default ``./<task>-synth``).
+        overwrite: replace an existing non-empty output folder.
+        max_retries: attempts per LLM request on 429/5xx/connection errors.
+    """
+
+    task: str
+    demos: str | None = None
+    db_dir: str | None = None
+    questions: str | None = None
+    num_questions: int | None = None
+    num_samples: int = 20
+    min_votes: int = 5
+    temperature: float = 0.8
+    seed: int = 0
+    concurrency: int = 16
+    generator: str = "embedded"
+    timeout_s: float = 5.0
+    output: str | None = None
+    overwrite: bool = False
+    max_retries: int = 6
+
+    def check(self) -> None:
+        """Raise :class:`InputError` naming the option when a value is out of range."""
+        if self.num_samples < 1:
+            raise InputError(f"--num-samples {self.num_samples}: must be at least 1")
+        if not 1 <= self.min_votes <= self.num_samples:
+            raise InputError(f"--min-votes {self.min_votes}: must be between 1 and --num-samples ({self.num_samples})")
+        if self.num_questions is not None and self.num_questions < 1:
+            raise InputError(f"--num-questions {self.num_questions}: must be at least 1")
+        if self.temperature < 0:
+            raise InputError(f"--temperature {self.temperature}: must be >= 0")
+        if self.concurrency < 1:
+            raise InputError(f"--concurrency {self.concurrency}: must be at least 1")
+        if self.timeout_s <= 0:
+            raise InputError(f"--timeout {self.timeout_s}: must be > 0")
+
+
+@dataclass
+class GenerateResult:
+    """What a run produced.
+
+    Attributes:
+        rows: the kept rows (:data:`ROW_FEATURES`).
+        candidates: every question with all its candidates and their execution outcomes.
+        counts: questions and candidates per stage.
+        vote_histogram: ``(votes, questions)`` pairs, by votes.
+        output: the folder written, if any.
+    """
+
+    rows: datasets.Dataset
+    candidates: datasets.Dataset
+    counts: dict[str, int]
+    vote_histogram: list[tuple[int, int]]
+    settings: GenerateSettings
+    generator_spec: str
+    generator_model: str
+    retries: int = 0
+    output: Path | None = None
+    card: str = field(default="", repr=False)
+
+
+def _sha256_lines(rows: list[dict]) -> str:
+    text = "\n".join(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def render_card(result: GenerateResult, demonstrations: list[dict], repo_id: str) -> str:
+    """The dataset card (README.md) of a run, from ``hub_cards/dataset_card.md``."""
+    task = get_task(result.settings.task)
+    card_data = DatasetCardData(
+        language=["en"],
+        license=task.license,
+        pretty_name=task.pretty_name,
+        task_categories=["text-generation", "table-question-answering"],
+        size_categories=[_size_category(len(result.rows))],
+        source_datasets=list(task.source_datasets),
+        tags=["synthetic", "text-to-sql", "symgen", task.name],
+        configs=configs_metadata(["default", "candidates"]),
+    )
+    template = resources.files("symgen_datasets.hub_cards").joinpath("dataset_card.md").read_text()
+    card = DatasetCard.from_template(
+        card_data,
+        template_str=template,
+        pretty_name=task.pretty_name,
+        language_name="text-to-SQL",
+        repo_id=repo_id,
+        settings=result.settings,
+        generator_spec=result.generator_spec,
+        generator_model=result.generator_model,
+        question_origin=(
+            f"read from `{Path(result.settings.questions).name}`" if result.settings.questions else "generated by the LLM"
+        ),
+        num_demonstrations=len(demonstrations),
+        demonstrations_hash=_sha256_lines(demonstrations),
+        prompt_hashes={name: prompts.template_hash(name) for name in (task.question_template, task.answer_template)},
+        counts=result.counts,
+        vote_histogram=result.vote_histogram,
+    )
+    return str(card)
+
+
+def _answer_batch_size(settings: GenerateSettings) -> int:
+    """Questions per answer-generation batch: enough requests to keep ``concurrency`` busy."""
+    return max(8, math.ceil(4 * settings.concurrency / settings.num_samples))
+
+
+def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
+    """Run the SymGen pipeline: question generation (unless ``settings.questions``), answer
+    generation, verification, selection; then write the dataset folder.
+
+    Inputs are all checked before the first LLM request; the output folder is written only when
+    the run succeeds (all or nothing).
+
+    Returns:
+        A :class:`GenerateResult`.
+
+    Raises:
+        InputError: bad input (file and line named) or option.
+        GenerationError: the LLM backend failed for good or cannot be reached.
+    """
+    settings.check()
+    task = get_task(settings.task)
+    output = Path(settings.output or f"./{task.name}-synth")
+    if write:
+        check_output(output, settings.overwrite)
+    databases = task.databases(settings.db_dir)
+    demonstrations = task.load_demonstrations(settings.demos)
+    provided = task.load_questions(settings.questions, databases) if settings.questions else None
+    if provided is None:
+        for db_id in databases.db_ids:  # open every database now: a broken file fails before the LLM runs
+            databases.get(db_id)
+
+    retry = RetryPolicy(max_attempts=settings.max_retries)
+    generator: Generator = from_spec(settings.generator, concurrency=settings.concurrency, retry=retry)
+    loop = EventLoopThread()
+    try:
+        loop.run(generator.check())
+        with SQLiteExecutor(timeout_s=settings.timeout_s) as executor:
+            context = StageContext(
+                task=task,
+                databases=databases,
+                demonstrations=demonstrations,
+                generator=generator,
+                loop=loop,
+                executor=executor,
+                num_samples=settings.num_samples,
+                temperature=settings.temperature,
+                seed=settings.seed,
+            )
+            if provided is not None:
+                questions = [dict(q, question_source="provided") for q in provided]
+                context.count("questions_provided", len(questions))
+            else:
+                num_questions = settings.num_questions or task.default_num_questions
+                context.count("questions_asked", num_questions)
+                questions = generate_questions(context, num_questions)
+            context.count("questions", len(questions))
+            dataset = _run_answer_stages(context, questions, settings)
+    finally:
+        loop.run(generator.aclose())
+        loop.close()
+
+    kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes}, desc="selection")
+    context.count("questions_kept", len(kept))
+    provenance = generator.spec if generator.model in (generator.spec, "") else f"{generator.spec} ({generator.model})"
+    rows = kept.map(lambda batch: {"generator": [provenance] * len(batch["question"])}, batched=True)
+    rows = rows.select_columns(ROW_COLUMNS).cast(ROW_FEATURES)
+    for index, row in enumerate(rows):
+        validate_record(row, task.row_schema, f"kept row {index}")
+    histogram = sorted(Counter(dataset["votes"]).items())
+    counts = _ordered_counts(context.counts)
+    result = GenerateResult(
+        rows=rows,
+        candidates=dataset.select_columns(CANDIDATE_COLUMNS),
+        counts=counts,
+        vote_histogram=histogram,
+        settings=settings,
+        generator_spec=generator.spec,
+        generator_model=generator.model,
+        retries=generator.retries,
+    )
+    result.card = render_card(result, demonstrations, repo_id=str(output))
+    if write:
+        result.output = write_dataset_folder(
+            output, {"default": result.rows, "candidates": result.candidates}, result.card, settings.overwrite
+        )
+    return result
+
+
+def _run_answer_stages(context: StageContext, questions: list[dict], settings: GenerateSettings) -> datasets.Dataset:
+    features = datasets.Features(
+        {name: datasets.Value("string") for name in ("question", "db_id", "question_source")}
+    )
+    dataset = datasets.Dataset.from_list(questions, features=features)
+    if len(dataset) == 0:
+        empty = {
+            "candidates": [], "candidate_logprobs": [], "query": [], "votes": [], "num_candidates": [],
+            "num_executable": [], "num_distinct_results": [], "logprob": [], "candidate_status": [],
+            "candidate_result": [],
+        }
+        schema = datasets.Features({
+            **features,
+            "candidates": datasets.Sequence(datasets.Value("string")),
+            "candidate_logprobs": datasets.Sequence(datasets.Value("float64")),
+            "query": datasets.Value("string"),
+            **{k: datasets.Value("int32") for k in ("votes", "num_candidates", "num_executable", "num_distinct_results")},
+            "logprob": datasets.Value("float64"),
+            "candidate_status": datasets.Sequence(datasets.Value("string")),
+            "candidate_result": datasets.Sequence(datasets.Value("string")),
+        })
+        return datasets.Dataset.from_dict({"question": [], "db_id": [], "question_source": [], **empty}, features=schema)
+    fingerprint = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    dataset = dataset.map(
+        generate_answers,
+        batched=True,
+        batch_size=_answer_batch_size(settings),
+        with_indices=True,
+        fn_kwargs={"context": context},
+        desc="answer generation",
+        new_fingerprint=f"answers-{fingerprint}",
+    )
+    return dataset.map(
+        verify,
+        batched=True,
+        batch_size=32,
+        fn_kwargs={"context": context},
+        desc="verification",
+        new_fingerprint=f"verify-{fingerprint}",
+    )
+
+
+_COUNT_ORDER = [
+    "questions_asked", "question_requests", "questions_sampled", "questions_parsed", "questions_provided",
+    "questions", "candidates_sampled", "candidates_parsed", "candidates_executable", "questions_kept",
+]
+
+
+def _ordered_counts(counts: dict[str, int]) -> dict[str, int]:
+    return {name: counts[name] for name in _COUNT_ORDER if name in counts}
+
+
+def format_summary(result: GenerateResult) -> str:
+    """The end-of-run summary table (plain text)."""
+    counts = result.counts
+    questions = counts.get("questions", 0)
+    kept = counts.get("questions_kept", 0)
+    sampled = counts.get("candidates_sampled", 0)
+    lines = [
+        ("generator", f"{result.generator_spec} ({result.generator_model})"),
+        *[(name.replace("_", " "), str(value)) for name, value in counts.items()],
+        ("kept / questions", f"{kept / questions:.1%}" if questions else "-"),
+        ("executable / sampled", f"{counts.get('candidates_executable', 0) / sampled:.1%}" if sampled else "-"),
+        ("retried requests", str(result.retries)),
+        ("output", str(result.output) if result.output else "(not written)"),
+    ]
+    width = max(len(name) for name, _ in lines)
+    rule = "-" * (width + 2 + max(len(value) for _, value in lines))
+    return "\n".join([rule, *[f"{name:<{width}}  {value}" for name, value in lines], rule])

@@ -1,0 +1,190 @@
+"""The SymGen stages: question generation, answer generation, verification and selection.
+
+``generate_answers``, ``verify`` and ``select`` are batched ``Dataset.map`` / ``Dataset.filter``
+functions: they take a batch (a dict of column lists) and a :class:`StageContext` (bind it with
+``fn_kwargs``) and return new columns. ``generate_questions`` is sequential by nature (global
+deduplication) and returns plain rows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..generators import EventLoopThread, Generator, SamplingParams, derive_seed, sample_many
+from ..tasks import DatabaseDirectory, TextToSQLTask
+from ..tasks.text_to_sql import question_key
+from ..verifiers import ExecutionResult, SQLiteExecutor, distinct_programs, majority_vote
+
+Batch = dict[str, list[Any]]
+
+#: Questions sampled per question-generation request (one prompt, several seeds).
+QUESTIONS_PER_PROMPT = 4
+#: Question generation gives up after this many requests per wanted question.
+MAX_QUESTION_REQUESTS_PER_QUESTION = 4
+
+
+@dataclass
+class StageContext:
+    """What the stages share during one run.
+
+    Attributes:
+        task, databases, demonstrations: the task, its databases and its demonstrations.
+        generator: the LLM backend; ``loop`` runs its coroutines.
+        executor: the sandboxed SQL executor.
+        num_samples: candidates per question (K); temperature: their sampling temperature.
+        seed: the run seed; every request's seed derives from it.
+        counts: stage counters filled in as the stages run (for the summary and the card).
+    """
+
+    task: TextToSQLTask
+    databases: DatabaseDirectory
+    demonstrations: list[dict[str, str]]
+    generator: Generator
+    loop: EventLoopThread
+    executor: SQLiteExecutor
+    num_samples: int = 20
+    temperature: float = 0.8
+    seed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + amount
+
+
+def generate_questions(context: StageContext, num_questions: int) -> list[dict[str, str]]:
+    """Question generation (SymGen §2.2): sample new questions per database until
+    ``num_questions`` unique ones are found.
+
+    Requests go round-robin over the databases (in an order shuffled by the seed); each request
+    samples :data:`QUESTIONS_PER_PROMPT` questions from one prompt whose demonstrations are
+    shuffled per request. Questions are post-processed and length-filtered by
+    :meth:`TextToSQLTask.parse_question`, deduplicated after :func:`question_key`, and never equal
+    to a demonstration. Stops after ``MAX_QUESTION_REQUESTS_PER_QUESTION * num_questions``
+    requests even when fewer questions were found.
+
+    Returns:
+        Rows ``{"question", "db_id", "question_source": "generated"}``, at most ``num_questions``.
+    """
+    task, generator = context.task, context.generator
+    db_ids = list(context.databases.db_ids)
+    random.Random(derive_seed(context.seed, "databases")).shuffle(db_ids)
+    seen = {question_key(d["question"]) for d in context.demonstrations}
+    params = SamplingParams(
+        context.temperature, task.sampling.question_max_new_tokens, task.sampling.question_stop
+    )
+    questions: list[dict[str, str]] = []
+    slot = 0
+    budget = MAX_QUESTION_REQUESTS_PER_QUESTION * num_questions
+    while len(questions) < num_questions and slot < budget:
+        missing = num_questions - len(questions)
+        wanted = min(math.ceil(missing * 1.25 / QUESTIONS_PER_PROMPT), budget - slot)
+        requests, slot_dbs = [], []
+        for index in range(slot, slot + wanted):
+            db_id = db_ids[index % len(db_ids)]
+            rng = random.Random(derive_seed(context.seed, "question-prompt", index))
+            prompt = task.question_prompt(
+                context.databases.get(db_id), context.demonstrations, rng, generator.count_tokens
+            )
+            seeds = [derive_seed(context.seed, "question", index, i) for i in range(QUESTIONS_PER_PROMPT)]
+            requests.append((prompt, params, seeds))
+            slot_dbs.append(db_id)
+        slot += wanted
+        results = context.loop.run(sample_many(generator, requests, desc="question generation"))
+        for db_id, completions in zip(slot_dbs, results):
+            for completion in completions:
+                context.count("questions_sampled")
+                question = task.parse_question(completion.text)
+                if question is None:
+                    continue
+                context.count("questions_parsed")
+                key = question_key(question)
+                if key in seen:
+                    continue
+                seen.add(key)
+                questions.append({"question": question, "db_id": db_id, "question_source": "generated"})
+    context.count("question_requests", slot)
+    return questions[:num_questions]
+
+
+def generate_answers(batch: Batch, indices: list[int], context: StageContext) -> Batch:
+    """Answer generation (SymGen §2.2): K candidate programs per question by temperature sampling.
+
+    Batched ``Dataset.map`` function (``with_indices=True``). Candidate ``i`` of question ``q``
+    (its row index) is seeded with ``derive_seed(seed, "answer", q, i)``.
+
+    Returns:
+        ``candidates`` (K programs per question; ``""`` where no program could be extracted) and
+        ``candidate_logprobs`` (K mean token log-probabilities, ``None`` when unknown).
+    """
+    task, generator = context.task, context.generator
+    params = SamplingParams(context.temperature, task.sampling.answer_max_new_tokens, task.sampling.answer_stop)
+    requests = []
+    for row_index, question, db_id in zip(indices, batch["question"], batch["db_id"]):
+        prompt = task.answer_prompt(
+            context.databases.get(db_id), question, context.demonstrations, generator.count_tokens
+        )
+        seeds = [derive_seed(context.seed, "answer", row_index, i) for i in range(context.num_samples)]
+        requests.append((prompt, params, seeds))
+    results = context.loop.run(sample_many(generator, requests, desc="answer generation"))
+    candidates, logprobs = [], []
+    for completions in results:
+        programs = [task.parse_program(c.text) for c in completions]
+        context.count("candidates_sampled", len(programs))
+        context.count("candidates_parsed", sum(p is not None for p in programs))
+        candidates.append([p or "" for p in programs])
+        logprobs.append([c.mean_logprob for c in completions])
+    return {"candidates": candidates, "candidate_logprobs": logprobs}
+
+
+def verify(batch: Batch, context: StageContext) -> Batch:
+    """The agreement-based verifier: execute each distinct candidate once on the question's
+    database (read-only, time-limited, in worker processes) and take the execution-based majority
+    vote (:func:`~symgen_datasets.verifiers.majority_vote`).
+
+    Batched ``Dataset.map`` function. Candidates that are ``""`` (nothing extracted) count as
+    candidates but never as votes.
+
+    Returns:
+        ``query``, ``votes``, ``num_candidates``, ``num_executable``, ``num_distinct_results``,
+        ``logprob`` (the vote), and per candidate ``candidate_status`` (``ok``, ``error``,
+        ``timeout``, ``crash`` or ``unparsed``) and ``candidate_result`` (the result key).
+    """
+    jobs, programs_per_row, index_per_row = [], [], []
+    for candidates, db_id in zip(batch["candidates"], batch["db_id"]):
+        programs, index = distinct_programs(candidates)
+        programs_per_row.append(programs)
+        index_per_row.append(index)
+        runnable = [p for p in programs if p]
+        jobs.append((context.databases.path(db_id), runnable))
+    outcomes_per_row = context.executor.execute_many(jobs)
+
+    columns: Batch = {name: [] for name in (
+        "query", "votes", "num_candidates", "num_executable", "num_distinct_results", "logprob",
+        "candidate_status", "candidate_result",
+    )}
+    unparsed = ExecutionResult("unparsed", error="no SQL program in the completion")
+    for candidates, logprobs, programs, index, executed in zip(
+        batch["candidates"], batch["candidate_logprobs"], programs_per_row, index_per_row, outcomes_per_row
+    ):
+        executed = iter(executed)
+        outcomes = [next(executed) if program else unparsed for program in programs]
+        vote = majority_vote(candidates, outcomes, logprobs)
+        context.count("candidates_executable", vote.num_executable)
+        columns["query"].append(vote.query or "")
+        columns["votes"].append(vote.votes)
+        columns["num_candidates"].append(vote.num_candidates)
+        columns["num_executable"].append(vote.num_executable)
+        columns["num_distinct_results"].append(vote.num_distinct_results)
+        columns["logprob"].append(vote.logprob)
+        columns["candidate_status"].append([outcomes[i].status for i in index])
+        columns["candidate_result"].append([outcomes[i].key for i in index])
+    return columns
+
+
+def select(batch: Batch, min_votes: int) -> list[bool]:
+    """Selection: keep a question only when its largest cluster has at least ``min_votes`` votes
+    (SymGen's threshold V). Batched ``Dataset.filter`` function."""
+    return [votes >= min_votes for votes in batch["votes"]]

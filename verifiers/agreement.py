@@ -1,0 +1,144 @@
+"""The agreement-based verifier: execution-based majority vote over sampled candidates.
+
+Source: SymGen (Ye et al., EMNLP 2023, "Generating Data for Symbolic Language with Large Language
+Models", §2.3): sample K candidate programs per question, execute them, group the candidates by
+execution result and keep the question only when the largest group has at least V votes. This is
+self-consistency (Wang et al., ICLR 2023) applied as a filter.
+
+Differences from SymGen's released code, on purpose:
+
+* every candidate counts as a vote, duplicates included: deduplication is only an execution
+  cache (each distinct program runs once), never a vote filter;
+* duplicates are found after normalisation (:func:`normalize_sql`) anywhere in the list, not
+  only when adjacent;
+* the representative program of the winning cluster is the one with the highest mean token
+  log-probability, or the most frequent one when the backend gives no log-probabilities.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .sqlite import ExecutionResult
+
+_LITERAL = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
+
+
+def normalize_sql(query: str) -> str:
+    """Normalise a SQL program for deduplication.
+
+    Strips surrounding white space and trailing semicolons and folds runs of white space outside
+    string literals into one space; literals are kept as written, so two programs with the same
+    normal form always execute identically.
+    """
+    parts = _LITERAL.split(query.strip())
+    folded = [part if index % 2 else " ".join(part.split()) for index, part in enumerate(parts)]
+    text = "".join(folded).strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return text
+
+
+def distinct_programs(candidates: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Deduplicate candidates after :func:`normalize_sql`.
+
+    Returns:
+        ``(programs, index)``: the distinct normalised programs in order of first appearance,
+        and for each candidate the position of its program in ``programs``.
+    """
+    position: dict[str, int] = {}
+    index = []
+    for candidate in candidates:
+        program = normalize_sql(candidate)
+        index.append(position.setdefault(program, len(position)))
+    return list(position), index
+
+
+@dataclass
+class VoteResult:
+    """The outcome of the majority vote for one question.
+
+    Attributes:
+        query: the representative program of the winning cluster (``None`` if no candidate
+            executed).
+        votes: candidates (duplicates included) in the winning cluster.
+        num_candidates: candidates sampled.
+        num_executable: candidates that executed without error.
+        num_distinct_programs: distinct programs after normalisation.
+        num_distinct_results: clusters, i.e. distinct execution results.
+        logprob: the representative's mean token log-probability, if known.
+        cluster_sizes: votes of every cluster, largest first.
+    """
+
+    query: str | None
+    votes: int
+    num_candidates: int
+    num_executable: int
+    num_distinct_programs: int
+    num_distinct_results: int
+    logprob: float | None
+    cluster_sizes: list[int] = field(default_factory=list)
+
+
+def majority_vote(
+    candidates: Sequence[str],
+    outcomes: Sequence[ExecutionResult],
+    logprobs: Sequence[float | None] | None = None,
+) -> VoteResult:
+    """Cluster candidates by execution result and pick the largest cluster.
+
+    Args:
+        candidates: the K sampled programs (raw, duplicates included).
+        outcomes: one :class:`ExecutionResult` per *distinct* program, in the order of
+            :func:`distinct_programs`.
+        logprobs: one mean token log-probability per candidate (``None`` entries allowed).
+
+    Returns:
+        A :class:`VoteResult`. Cluster ties are broken by the highest log-probability in the
+        cluster, then by first appearance; the representative is the program with the highest
+        log-probability, then the most frequent, then the first seen.
+
+    Raises:
+        ValueError: ``outcomes`` does not match the number of distinct programs.
+    """
+    programs, index = distinct_programs(candidates)
+    if len(outcomes) != len(programs):
+        raise ValueError(f"got {len(outcomes)} outcomes for {len(programs)} distinct programs")
+    logprobs = list(logprobs) if logprobs is not None else [None] * len(candidates)
+    frequency = Counter(index)
+    best_logprob: dict[int, float] = {}
+    for program, logprob in zip(index, logprobs):
+        if logprob is not None and logprob > best_logprob.get(program, float("-inf")):
+            best_logprob[program] = logprob
+
+    clusters: dict[str, list[int]] = {}
+    for program, outcome in enumerate(outcomes):
+        if outcome.ok:
+            clusters.setdefault(outcome.key, []).append(program)
+    num_executable = sum(frequency[p] for members in clusters.values() for p in members)
+    if not clusters:
+        return VoteResult(None, 0, len(candidates), 0, len(programs), 0, None, [])
+
+    def cluster_rank(members: list[int]) -> tuple:
+        votes = sum(frequency[p] for p in members)
+        top = max((best_logprob.get(p, float("-inf")) for p in members), default=float("-inf"))
+        return (votes, top, -min(members))
+
+    def program_rank(program: int) -> tuple:
+        return (best_logprob.get(program, float("-inf")), frequency[program], -program)
+
+    ranked = sorted(clusters.values(), key=cluster_rank, reverse=True)
+    winner = max(ranked[0], key=program_rank)
+    return VoteResult(
+        query=programs[winner],
+        votes=cluster_rank(ranked[0])[0],
+        num_candidates=len(candidates),
+        num_executable=num_executable,
+        num_distinct_programs=len(programs),
+        num_distinct_results=len(clusters),
+        logprob=best_logprob.get(winner),
+        cluster_sizes=[cluster_rank(members)[0] for members in ranked],
+    )

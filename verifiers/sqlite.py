@@ -1,0 +1,259 @@
+"""Execute generated SQL on real SQLite databases: read-only, time-limited, in worker processes.
+
+Generated programs are hostile until proven otherwise. Each query runs
+
+* in a worker process of a :class:`pebble.ProcessPool`, so a query that crashes or hangs its
+  process is killed and the run goes on (the worker is replaced);
+* on a connection opened with the URI ``file:...?mode=ro`` and ``PRAGMA query_only``, so no
+  statement can change the database file;
+* under a per-query time limit enforced inside the worker by SQLite's progress handler (the
+  query is interrupted, the worker survives), with the pool's task timeout as a backstop.
+
+Results are reduced in the worker to what the agreement vote needs (see :func:`result_keys`), so
+large results never cross process boundaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+from urllib.parse import quote
+
+import pebble
+import sqlglot
+from sqlglot import exp
+
+#: Float values are rounded to this many decimals before results are compared, so that the same
+#: aggregate computed in a different order (e.g. ``avg``) agrees.
+FLOAT_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """The outcome of executing one SQL program.
+
+    Attributes:
+        status: ``"ok"``, ``"error"`` (SQLite rejected it), ``"timeout"`` (over the time
+            limit) or ``"crash"`` (the worker process died or hung).
+        key: the result's equality key (see :func:`result_keys`); ``None`` unless ``ok``.
+        num_rows: number of rows returned (capped at ``max_rows + 1``); 0 unless ``ok``.
+        error: SQLite's message (or the failure) when not ``ok``.
+    """
+
+    status: str
+    key: str | None = None
+    num_rows: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
+    """Open a SQLite database so that no statement can change it.
+
+    The URI ``mode=ro`` makes SQLite refuse writes at the file level; ``PRAGMA query_only``
+    refuses them at the statement level.
+
+    Raises:
+        sqlite3.OperationalError: the file does not exist or is not a database.
+    """
+    uri = f"file:{quote(str(Path(db_path).resolve()))}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    connection.execute("PRAGMA query_only = ON")
+    # Spider's databases hold some text that is not valid UTF-8.
+    connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+    return connection
+
+
+def is_ordered(query: str) -> bool:
+    """Whether a SQL query's outermost statement has an ``ORDER BY`` (its row order is meant).
+
+    Parsed with sqlglot (SQLite dialect); falls back to a textual check when parsing fails.
+    """
+    try:
+        tree = sqlglot.parse_one(query, read="sqlite")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError):
+        return "order by" in " ".join(query.lower().split())
+    return isinstance(tree, exp.Query) and tree.args.get("order") is not None
+
+
+def _normalise_value(value: object) -> object:
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        return round(value, FLOAT_DECIMALS)
+    return value
+
+
+def result_keys(rows: Sequence[Sequence[object]], ordered: bool) -> str:
+    """The equality key of an execution result (the verifier's equality rule).
+
+    Two executions agree when they return the same **multiset** of rows (columns compared in
+    order, floats rounded to :data:`FLOAT_DECIMALS` decimals, ``1 == 1.0``). When the query has a
+    top-level ``ORDER BY`` and returns more than one row, the **sequence** of rows must match as
+    well; such a result never agrees with an unordered one. This follows Spider's execution
+    accuracy (bag semantics unless the gold query orders), made transitive so that results can be
+    clustered by key.
+
+    Returns:
+        A hex digest; equal digests mean equal results.
+    """
+    normalised = [repr(tuple(_normalise_value(v) for v in row)) for row in rows]
+    if ordered and len(normalised) > 1:
+        kind, body = "seq", normalised
+    else:
+        kind, body = "bag", sorted(normalised)
+    digest = hashlib.sha256(kind.encode())
+    for item in body:
+        digest.update(b"\x00" + item.encode("utf-8", errors="replace"))
+    return digest.hexdigest()
+
+
+# --- worker side -------------------------------------------------------------------------------
+
+_CONNECTIONS: dict[str, sqlite3.Connection] = {}
+
+
+def _worker_connection(db_path: str) -> sqlite3.Connection:
+    connection = _CONNECTIONS.get(db_path)
+    if connection is None:
+        connection = _CONNECTIONS[db_path] = connect_readonly(db_path)
+    return connection
+
+
+def execute_one(
+    connection: sqlite3.Connection, query: str, timeout_s: float, max_rows: int
+) -> ExecutionResult:
+    """Execute one query on an open connection under a time limit (in the calling process).
+
+    Args:
+        connection: from :func:`connect_readonly`.
+        query: one SQL statement (several statements are an error).
+        timeout_s: wall-clock limit in seconds, enforced by SQLite's progress handler.
+        max_rows: rows fetched at most; a larger result keeps the first ``max_rows + 1`` rows
+            (its key then covers those rows only).
+
+    Returns:
+        The :class:`ExecutionResult`; never raises for a bad query.
+    """
+    deadline = time.monotonic() + timeout_s
+    connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+    try:
+        cursor = connection.execute(query)
+        rows = cursor.fetchmany(max_rows + 1)
+        cursor.close()
+    except sqlite3.OperationalError as error:
+        if "interrupted" in str(error):
+            return ExecutionResult("timeout", error=f"over the {timeout_s:g} s time limit")
+        return ExecutionResult("error", error=str(error))
+    except (sqlite3.Error, ValueError, OverflowError, MemoryError) as error:
+        return ExecutionResult("error", error=f"{type(error).__name__}: {error}")
+    finally:
+        connection.set_progress_handler(None, 0)
+    return ExecutionResult("ok", key=result_keys(rows, is_ordered(query)), num_rows=len(rows))
+
+
+def _execute_batch(
+    db_path: str, queries: Sequence[str], timeout_s: float, max_rows: int
+) -> list[ExecutionResult]:
+    try:
+        connection = _worker_connection(db_path)
+    except sqlite3.Error as error:
+        return [ExecutionResult("error", error=f"cannot open {db_path}: {error}") for _ in queries]
+    return [execute_one(connection, query, timeout_s, max_rows) for query in queries]
+
+
+# --- pool side ---------------------------------------------------------------------------------
+
+
+class SQLiteExecutor:
+    """Runs batches of SQL programs on SQLite databases in a pool of worker processes.
+
+    One pool task executes all distinct programs of one question (connections are cached per
+    worker), which avoids SymGen's one-task-per-candidate overhead. A task whose worker dies or
+    overruns its backstop timeout is retried one query per task, so only the offending query is
+    marked ``crash``.
+
+    Args:
+        max_workers: worker processes (default: the number of CPU cores).
+        timeout_s: per-query time limit in seconds (default 5, as in SymGen).
+        max_rows: rows fetched per query at most (default 10,000).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, max_workers: int | None = None, timeout_s: float = 5.0, max_rows: int = 10_000):
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.timeout_s = timeout_s
+        self.max_rows = max_rows
+        self._pool = pebble.ProcessPool(max_workers=self.max_workers)
+
+    def _backstop(self, num_queries: int) -> float:
+        return num_queries * self.timeout_s * 1.5 + 10.0
+
+    def _schedule(self, db_path: str, queries: Sequence[str]):
+        return self._pool.schedule(
+            _execute_batch,
+            args=(db_path, list(queries), self.timeout_s, self.max_rows),
+            timeout=self._backstop(len(queries)),
+        )
+
+    def execute_many(
+        self, jobs: Iterable[tuple[str | Path, Sequence[str]]]
+    ) -> list[list[ExecutionResult]]:
+        """Execute several batches concurrently.
+
+        Args:
+            jobs: ``(db_path, queries)`` pairs; each batch runs on one database.
+
+        Returns:
+            One list of :class:`ExecutionResult` per job, aligned with its queries.
+        """
+        jobs = [(str(db_path), list(queries)) for db_path, queries in jobs]
+        futures = [self._schedule(db_path, queries) if queries else None for db_path, queries in jobs]
+        results: list[list[ExecutionResult]] = []
+        for (db_path, queries), future in zip(jobs, futures):
+            if future is None:
+                results.append([])
+                continue
+            try:
+                results.append(future.result())
+            except (FutureTimeout, pebble.ProcessExpired, OSError, RuntimeError):
+                results.append(self._isolate(db_path, queries))
+        return results
+
+    def _isolate(self, db_path: str, queries: Sequence[str]) -> list[ExecutionResult]:
+        """Re-run a failed batch one query per task so that only the culprit fails."""
+        futures = [self._schedule(db_path, [query]) for query in queries]
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result()[0])
+            except FutureTimeout:
+                outcomes.append(ExecutionResult("crash", error="worker hung past the time limit and was killed"))
+            except pebble.ProcessExpired as error:
+                outcomes.append(ExecutionResult("crash", error=f"worker died ({error})"))
+        return outcomes
+
+    def execute(self, db_path: str | Path, queries: Sequence[str]) -> list[ExecutionResult]:
+        """Execute one batch of queries on one database; see :meth:`execute_many`."""
+        return self.execute_many([(db_path, queries)])[0]
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._pool.stop()
+        self._pool.join()
+
+    def __enter__(self) -> "SQLiteExecutor":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
