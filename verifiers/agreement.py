@@ -24,6 +24,7 @@ from typing import Sequence
 
 from .sqlite import ExecutionResult
 
+_SPACE = re.compile(r"\s+")
 _LITERAL = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
 
 
@@ -35,7 +36,7 @@ def normalize_sql(query: str) -> str:
     normal form always execute identically.
     """
     parts = _LITERAL.split(query.strip())
-    folded = [part if index % 2 else " ".join(part.split()) for index, part in enumerate(parts)]
+    folded = [part if index % 2 else _SPACE.sub(" ", part) for index, part in enumerate(parts)]
     text = "".join(folded).strip()
     while text.endswith(";"):
         text = text[:-1].rstrip()
@@ -97,8 +98,8 @@ def majority_vote(
         logprobs: one mean token log-probability per candidate (``None`` entries allowed).
 
     Returns:
-        A :class:`VoteResult`. Cluster ties are broken by the highest log-probability in the
-        cluster, then by first appearance; the representative is the program with the highest
+        A :class:`VoteResult`. Cluster ties (same votes) are broken by the cluster's mean
+        log-probability over all its samples, then by first appearance; the representative is the program with the highest
         log-probability, then the most frequent, then the first seen.
 
     Raises:
@@ -122,10 +123,16 @@ def majority_vote(
     if not clusters:
         return VoteResult(None, 0, len(candidates), 0, len(programs), 0, None, [])
 
+    member_logprobs: dict[int, list[float]] = {}
+    for program, logprob in zip(index, logprobs):
+        if logprob is not None:
+            member_logprobs.setdefault(program, []).append(logprob)
+
     def cluster_rank(members: list[int]) -> tuple:
         votes = sum(frequency[p] for p in members)
-        top = max((best_logprob.get(p, float("-inf")) for p in members), default=float("-inf"))
-        return (votes, top, -min(members))
+        values = [v for p in members for v in member_logprobs.get(p, [])]
+        confidence = sum(values) / len(values) if values else float("-inf")
+        return (votes, confidence, -min(members))
 
     def program_rank(program: int) -> tuple:
         return (best_logprob.get(program, float("-inf")), frequency[program], -program)

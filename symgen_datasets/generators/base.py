@@ -115,9 +115,18 @@ class RemoteGenerator(Generator):
         """Send one request; raise the client's exception on failure."""
 
     @staticmethod
-    def _status(error: BaseException) -> int | None:
-        response = getattr(error, "response", None)
-        return getattr(response, "status_code", None)
+    def _response(error: BaseException | None):
+        """The HTTP response behind a client error (huggingface_hub re-raises TGI errors with
+        the HTTP error as their cause), or ``None``."""
+        while error is not None:
+            response = getattr(error, "response", None)
+            if response is not None:
+                return response
+            error = error.__cause__
+        return None
+
+    def _status(self, error: BaseException) -> int | None:
+        return getattr(self._response(error), "status_code", None)
 
     def _retryable(self, error: BaseException) -> bool:
         status = self._status(error)
@@ -130,16 +139,15 @@ class RemoteGenerator(Generator):
         }
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        response = getattr(error, "response", None)
-        header = getattr(response, "headers", {}).get("retry-after") if response is not None else None
+        response = self._response(state.outcome.exception() if state.outcome else None)
+        header = response.headers.get("retry-after") if response is not None else None
         if header:
             try:
                 return min(float(header), self.retry.max_wait_s)
             except ValueError:
                 pass
         return tenacity.wait_exponential_jitter(
-            initial=self.retry.initial_wait_s, max=self.retry.max_wait_s
+            multiplier=self.retry.initial_wait_s, max=self.retry.max_wait_s, jitter=self.retry.initial_wait_s
         )(state)
 
     def _describe(self, error: BaseException) -> str:

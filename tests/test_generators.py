@@ -1,0 +1,100 @@
+"""TGI and OpenAI-compatible backends against real HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from symgen_datasets.errors import GenerationError, InputError
+from symgen_datasets.generators import EventLoopThread, RetryPolicy, SamplingParams, from_spec, sample_many
+from tests.llm_servers import Faults, LLMServer
+
+FAST_RETRY = RetryPolicy(max_attempts=4, initial_wait_s=0.01, max_wait_s=0.05)
+
+
+def echo(prompt, parameters, seed):
+    """Answers with the seed, so tests can see which seed reached the server."""
+    return f"SELECT {seed};\n\n-- Question: more", [-0.5, -0.1, -0.3]
+
+
+@pytest.fixture()
+def loop():
+    runner = EventLoopThread()
+    yield runner
+    runner.close()
+
+
+@pytest.mark.parametrize("kind", ["tgi", "openai"])
+def test_samples_carry_seeds_stops_and_logprobs(kind, loop):
+    params = SamplingParams(temperature=0.8, max_new_tokens=50, stop=("\n\n",))
+    with LLMServer(echo) as server:
+        generator = from_spec(f"{kind}:{server.url}", concurrency=4, retry=FAST_RETRY)
+        loop.run(generator.check())
+        completions = loop.run(generator.sample("-- Question: q\n", params, [11, 12, 13]))
+        loop.run(generator.aclose())
+    assert [c.text for c in completions] == ["SELECT 11;\n\n", "SELECT 12;\n\n", "SELECT 13;\n\n"]
+    assert all(c.mean_logprob == pytest.approx(-0.3) for c in completions)
+    sampled = server.seen[1:]  # the first request is the health check
+    assert sorted(r["parameters"]["seed"] for r in sampled) == [11, 12, 13]
+    assert all(r["parameters"]["stop"] == ["\n\n"] for r in sampled)
+    assert all(r["parameters"]["temperature"] == 0.8 for r in sampled)
+    if kind == "openai":
+        assert generator.model == "test-llm"  # found with GET /v1/models
+        assert all(r["parameters"]["logprobs"] is True for r in sampled)
+    else:
+        assert all(r["parameters"]["details"] is True for r in sampled)
+
+
+@pytest.mark.parametrize("kind", ["tgi", "openai"])
+def test_retries_on_503_and_429_honouring_retry_after(kind, loop):
+    params = SamplingParams(0.8, 20, stop=("\n\n",))
+    for status in (503, 429):
+        with LLMServer(echo, faults=Faults(every=2, status=status, retry_after=0.2)) as server:
+            generator = from_spec(f"{kind}:{server.url}#m", concurrency=1, retry=FAST_RETRY)
+            start = time.monotonic()
+            results = loop.run(sample_many(generator, [("p", params, [1, 2, 3])], desc="test"))
+            elapsed = time.monotonic() - start
+            loop.run(generator.aclose())
+        assert [c.text for c in results[0]] == ["SELECT 1;\n\n", "SELECT 2;\n\n", "SELECT 3;\n\n"]
+        assert generator.retries == 2  # requests 2 and 4 failed once each
+        assert elapsed >= 0.2  # Retry-After (0.2 s) was honoured, beyond the 0.05 s backoff cap
+
+
+def test_a_request_that_fails_for_good_stops_with_a_clear_message(loop):
+    with LLMServer(echo, faults=Faults(every=1, status=503)) as server:
+        generator = from_spec(f"tgi:{server.url}", retry=FAST_RETRY)
+        with pytest.raises(GenerationError, match=r"after 4 attempts.*HTTP 503"):
+            loop.run(generator.sample("p", SamplingParams(0.8, 5), [1]))
+        assert server.requests == 4
+
+
+def test_client_errors_are_not_retried(loop):
+    with LLMServer(echo, faults=Faults(every=1, status=400)) as server:
+        generator = from_spec(f"openai:{server.url}#m", retry=FAST_RETRY)
+        with pytest.raises(GenerationError, match="HTTP 400"):
+            loop.run(generator.sample("p", SamplingParams(0.8, 5), [1]))
+        assert server.requests == 1
+
+
+@pytest.mark.parametrize("spec", ["tgi:http://127.0.0.1:9", "openai:http://127.0.0.1:9#m"])
+def test_unreachable_server(spec, loop):
+    generator = from_spec(spec, retry=FAST_RETRY)
+    with pytest.raises(GenerationError, match="127.0.0.1:9.*server is up"):
+        loop.run(generator.check())
+
+
+@pytest.mark.parametrize("spec", ["gpt4", "tgi:localhost:8080", "openai:", "transformers:", "embedded:x"])
+def test_bad_specs(spec):
+    with pytest.raises(InputError, match="--generator"):
+        from_spec(spec)
+
+
+def test_concurrency_is_bounded(loop):
+    with LLMServer(echo, latency_s=0.05) as server:
+        generator = from_spec(f"tgi:{server.url}", concurrency=4, retry=FAST_RETRY)
+        start = time.monotonic()
+        loop.run(sample_many(generator, [("p", SamplingParams(0.8, 5), list(range(8)))] * 2, desc="test"))
+        elapsed = time.monotonic() - start
+    # 16 requests of 50 ms, 4 at a time: at least 4 waves
+    assert server.requests == 16 and elapsed >= 0.2

@@ -1,0 +1,124 @@
+"""The agreement-based verifier and the SQLite executor, on the real GeoQuery database."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections import Counter
+
+import pytest
+
+from symgen_datasets.verifiers import (
+    ExecutionResult,
+    SQLiteExecutor,
+    distinct_programs,
+    is_ordered,
+    majority_vote,
+    normalize_sql,
+    result_keys,
+)
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with SQLiteExecutor(max_workers=2, timeout_s=1.0) as pool:
+        yield pool
+
+
+def vote(executor, db, candidates, logprobs=None):
+    programs, _ = distinct_programs(candidates)
+    return majority_vote(candidates, executor.execute(db, programs), logprobs)
+
+
+def test_every_geoquery_dev_gold_query_verifies_against_itself(executor, geography_db, geoquery_dev):
+    for row in geoquery_dev:
+        gold = row["query"]
+        candidates = [gold, " ".join(gold.split()) + " ;", gold]
+        result = vote(executor, geography_db, candidates)
+        assert result.query == normalize_sql(gold), row["question"]
+        assert result.votes == 3 and result.num_distinct_results == 1
+
+
+def test_gold_wins_over_wrong_and_broken_candidates(executor, geography_db, geoquery_dev):
+    connection = sqlite3.connect(geography_db)
+    checked = 0
+    for row, other in zip(geoquery_dev, geoquery_dev[1:] + geoquery_dev[:1]):
+        gold, wrong = row["query"], other["query"]
+        if Counter(connection.execute(gold).fetchall()) == Counter(connection.execute(wrong).fetchall()):
+            continue
+        candidates = [wrong, gold, "SELEC nonsense", gold, wrong, gold, "SELECT * FROM no_such_table"]
+        result = vote(executor, geography_db, candidates)
+        assert result.query == normalize_sql(gold)
+        assert (result.votes, result.num_candidates, result.num_executable) == (3, 7, 5)
+        assert result.num_distinct_results == 2 and result.cluster_sizes == [3, 2]
+        checked += 1
+    assert checked > 250
+
+
+def test_duplicates_anywhere_are_executed_once_and_all_count_as_votes():
+    candidates = ["SELECT 1", "SELECT 2", "select 1;", "SELECT  2", "SELECT 1"]
+    programs, index = distinct_programs(candidates)
+    assert programs == ["SELECT 1", "SELECT 2", "select 1"]
+    assert index == [0, 1, 2, 1, 0]
+    ok = ExecutionResult("ok", key="one", num_rows=1)
+    two = ExecutionResult("ok", key="two", num_rows=1)
+    result = majority_vote(candidates, [ok, two, ok])
+    assert result.votes == 3 and result.query == "SELECT 1"  # most frequent program of the cluster
+
+
+def test_representative_has_the_highest_mean_logprob():
+    candidates = ["SELECT a FROM t", "SELECT t.a FROM t", "SELECT a FROM t"]
+    ok = ExecutionResult("ok", key="k", num_rows=1)
+    result = majority_vote(candidates, [ok, ok], [-0.9, -0.1, -0.8])
+    assert result.query == "SELECT t.a FROM t" and result.logprob == -0.1 and result.votes == 3
+
+
+def test_cluster_tie_goes_to_the_more_confident_cluster():
+    candidates = ["SELECT 1", "SELECT 2", "SELECT 1", "SELECT 2"]
+    one, two = ExecutionResult("ok", key="1", num_rows=1), ExecutionResult("ok", key="2", num_rows=1)
+    assert majority_vote(candidates, [one, two], [-2.0, -0.2, -2.0, -0.3]).query == "SELECT 2"
+    assert majority_vote(candidates, [one, two]).query == "SELECT 1"  # no logprobs: first seen
+
+
+def test_normalisation_keeps_string_literals():
+    assert normalize_sql("SELECT  *\n FROM t WHERE name = 'new  york' ;;") == "SELECT * FROM t WHERE name = 'new  york'"
+
+
+def test_equality_rule_bag_unless_ordered_with_several_rows():
+    assert result_keys([(1,), (2,)], ordered=False) == result_keys([(2,), (1,)], ordered=False)
+    assert result_keys([(1,), (2,)], ordered=True) != result_keys([(2,), (1,)], ordered=True)
+    assert result_keys([(1,), (2,)], ordered=True) != result_keys([(1,), (2,)], ordered=False)
+    assert result_keys([(1,)], ordered=True) == result_keys([(1,)], ordered=False)
+    assert result_keys([(1.0, 0.1 + 0.2)], ordered=False) == result_keys([(1, 0.3)], ordered=False)
+    assert result_keys([(1, 1)], ordered=False) != result_keys([(1, 1), (1, 1)], ordered=False)
+    assert is_ordered("SELECT a FROM t ORDER BY a DESC LIMIT 3")
+    assert not is_ordered("SELECT a FROM t WHERE a IN (SELECT b FROM u ORDER BY b LIMIT 1)")
+
+
+def test_execution_is_read_only_and_time_limited(executor, geography_db):
+    before = hashlib.sha256(geography_db.read_bytes()).hexdigest()
+    files_before = sorted(p.name for p in geography_db.parent.iterdir())
+    hostile = [
+        "DROP TABLE state",
+        "INSERT INTO state (state_name) VALUES ('atlantis')",
+        "UPDATE city SET population = 0",
+        "CREATE TABLE pwned (x)",
+        "SELECT 1; DROP TABLE river",
+    ]
+    outcomes = executor.execute(geography_db, hostile)
+    assert [o.status for o in outcomes] == ["error"] * len(hostile)
+    start = time.monotonic()
+    [runaway] = executor.execute(
+        geography_db, ["WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"]
+    )
+    assert runaway.status == "timeout" and time.monotonic() - start < 5
+    assert hashlib.sha256(geography_db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in geography_db.parent.iterdir()) == files_before
+    assert executor.execute(geography_db, ["SELECT count(*) FROM state"])[0].ok  # the worker survived
+
+
+def test_missing_database_is_an_error_outcome(executor, tmp_path):
+    [outcome] = executor.execute(tmp_path / "nope.sqlite", ["SELECT 1"])
+    assert outcome.status == "error" and "nope.sqlite" in outcome.error
+    assert not (tmp_path / "nope.sqlite").exists()
