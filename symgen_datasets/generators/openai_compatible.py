@@ -3,6 +3,7 @@ server, OpenAI), through huggingface_hub's :class:`~huggingface_hub.AsyncInferen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import urllib.error
@@ -81,9 +82,8 @@ class OpenAIGenerator(RemoteGenerator):
         return Completion(choice.message.content or "", mean)
 
     async def check(self) -> None:
+        """Find the model name if none was given, then send one 1-token request."""
         if not self.model:
-            import asyncio
-
             self.model = await asyncio.to_thread(self._first_model)
         await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
 

@@ -4,7 +4,10 @@ for token log-probabilities)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import asyncio
+import json
+import urllib.error
+import urllib.request
 
 from huggingface_hub import AsyncInferenceClient
 
@@ -28,7 +31,7 @@ class TGIGenerator(RemoteGenerator):
         super().__init__(concurrency, retry)
         self.url = url.rstrip("/")
         self.spec = f"tgi:{self.url}"
-        self.model = self.url
+        self.model = ""  # filled from GET /info by check()
         self._client = AsyncInferenceClient(model=self.url, timeout=timeout_s)
 
     async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
@@ -48,8 +51,18 @@ class TGIGenerator(RemoteGenerator):
         mean = sum(logprobs) / len(logprobs) if logprobs else None
         return Completion(output.generated_text, mean)
 
+    def _model_id(self) -> str:
+        """The served model's id from TGI's ``GET /info`` (``""`` if the server does not say)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/info", timeout=10) as response:
+                return str(json.load(response).get("model_id") or "")
+        except (urllib.error.URLError, OSError, ValueError):
+            return ""
+
     async def check(self) -> None:
+        """Send one 1-token request (retried as any other), then read the model id."""
         await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
+        self.model = await asyncio.to_thread(self._model_id)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -2,16 +2,23 @@
 
 Layout (what ``datasets.load_dataset(folder)`` and the Hub read, with no remote code)::
 
-    README.md                                   dataset card; YAML ``configs:`` lists the files
-    data/train-00000-of-00001.parquet           config "default"
-    <config>/train-00000-of-00001.parquet       every other config (e.g. "candidates")
+    README.md                                        dataset card; YAML ``configs:`` names the files
+    data/train-00000-of-00001-<sha256>.parquet       config "default"
+    <config>/train-00000-of-00001-<sha256>.parquet   every other config (e.g. "candidates")
+
+File names carry the first 16 hex digits of their content's SHA-256 and the card names them
+exactly: ``datasets`` keys its cache for a local folder by the folder's name and the card's YAML
+only, so a folder rewritten with new data under the same file names would load stale rows from
+the cache. Content-addressed names make every new content a new cache entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from datasets import Dataset
 
@@ -23,16 +30,27 @@ def config_dir(name: str) -> str:
     return "data" if name == "default" else name
 
 
-def configs_metadata(names: list[str]) -> list[dict]:
-    """The card's YAML ``configs:`` entries for configs ``names`` (one ``train`` split each)."""
+def configs_metadata(files: dict[str, str]) -> list[dict]:
+    """The card's YAML ``configs:`` entries: config name -> its parquet file (one ``train`` split
+    each); ``default`` is marked as the default config."""
     return [
         {
             "config_name": name,
-            "data_files": [{"split": "train", "path": f"{config_dir(name)}/train-*.parquet"}],
+            "data_files": [{"split": "train", "path": path}],
             **({"default": True} if name == "default" else {}),
         }
-        for name in names
+        for name, path in files.items()
     ]
+
+
+def _write_parquet(dataset: Dataset, folder: Path) -> str:
+    """Write ``dataset`` into ``folder`` under a content-addressed name; return the name."""
+    partial = folder / "train.parquet.partial"
+    dataset.to_parquet(str(partial))
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()[:16]
+    name = f"train-00000-of-00001-{digest}.parquet"
+    partial.rename(folder / name)
+    return name
 
 
 def check_output(output: str | Path, overwrite: bool) -> Path:
@@ -49,8 +67,13 @@ def check_output(output: str | Path, overwrite: bool) -> Path:
     return output
 
 
-def write_dataset_folder(output: str | Path, configs: dict[str, Dataset], card: str, overwrite: bool = False) -> Path:
-    """Write ``configs`` as parquet and ``card`` as ``README.md`` into ``output``, atomically.
+def write_dataset_folder(
+    output: str | Path,
+    configs: dict[str, Dataset],
+    card: Callable[[list[dict]], str],
+    overwrite: bool = False,
+) -> Path:
+    """Write ``configs`` as parquet and their card as ``README.md`` into ``output``, atomically.
 
     Everything is written to a hidden sibling folder first and renamed into place at the end, so
     a failure never leaves a half-written dataset (and an existing one is replaced only then).
@@ -58,7 +81,8 @@ def write_dataset_folder(output: str | Path, configs: dict[str, Dataset], card: 
     Args:
         output: the folder to create.
         configs: config name -> Dataset (one ``train`` split each); ``default`` first.
-        card: the README.md text (YAML header + body).
+        card: called with the YAML ``configs:`` entries (see :func:`configs_metadata`) once the
+            files are written; returns the README.md text (YAML header + body).
         overwrite: replace an existing non-empty folder.
 
     Returns:
@@ -72,11 +96,12 @@ def write_dataset_folder(output: str | Path, configs: dict[str, Dataset], card: 
     staging = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
+        files = {}
         for name, dataset in configs.items():
             folder = staging / config_dir(name)
             folder.mkdir(parents=True)
-            dataset.to_parquet(str(folder / "train-00000-of-00001.parquet"))
-        (staging / "README.md").write_text(card, encoding="utf-8")
+            files[name] = f"{config_dir(name)}/{_write_parquet(dataset, folder)}"
+        (staging / "README.md").write_text(card(configs_metadata(files)), encoding="utf-8")
         if output.exists():
             old = output.parent / f".{output.name}.old-{os.getpid()}"
             output.rename(old)

@@ -16,7 +16,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from .. import prompts
 from ..errors import InputError
 from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
-from ..hub.folder import check_output, configs_metadata, write_dataset_folder
+from ..hub.folder import check_output, write_dataset_folder
 from ..io import validate_record
 from ..tasks import get_task
 from ..verifiers import SQLiteExecutor
@@ -138,8 +138,12 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def render_card(result: GenerateResult, demonstrations: list[dict], repo_id: str) -> str:
-    """The dataset card (README.md) of a run, from ``hub_cards/dataset_card.md``."""
+def render_card(result: GenerateResult, demonstrations: list[dict], repo_id: str, configs: list[dict]) -> str:
+    """The dataset card (README.md) of a run, from ``hub_cards/dataset_card.md``.
+
+    Args:
+        configs: the YAML ``configs:`` entries naming the data files.
+    """
     task = get_task(result.settings.task)
     card_data = DatasetCardData(
         language=["en"],
@@ -149,7 +153,7 @@ def render_card(result: GenerateResult, demonstrations: list[dict], repo_id: str
         size_categories=[_size_category(len(result.rows))],
         source_datasets=list(task.source_datasets),
         tags=["synthetic", "text-to-sql", "symgen", task.name],
-        configs=configs_metadata(["default", "candidates"]),
+        configs=configs,
     )
     template = resources.files("symgen_datasets.hub_cards").joinpath("dataset_card.md").read_text()
     card = DatasetCard.from_template(
@@ -253,10 +257,14 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
         generator_model=generator.model,
         retries=generator.retries,
     )
-    result.card = render_card(result, demonstrations, repo_id=str(output))
     if write:
+
+        def card(configs: list[dict]) -> str:
+            result.card = render_card(result, demonstrations, str(output), configs)
+            return result.card
+
         result.output = write_dataset_folder(
-            output, {"default": result.rows, "candidates": result.candidates}, result.card, settings.overwrite
+            output, {"default": result.rows, "candidates": result.candidates}, card, settings.overwrite
         )
     return result
 
