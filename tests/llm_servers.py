@@ -43,18 +43,20 @@ class OracleResponder:
     """An LLM that is right with probability ``accuracy``.
 
     For an answer prompt it returns the gold query of the question (``gold``: question -> SQL)
-    with probability ``accuracy``; otherwise a wrong answer: with probability ``systematic`` the
-    question's one systematic mistake (a fixed wrong query per question, as a real model repeats
-    its mistakes), else another question's gold query or a syntax error. Correct answers get a
-    higher log-probability on average than wrong ones, with noise. Draws depend only on
-    (question, seed), so a seeded request always gets the same answer.
+    with probability ``accuracy``. A wrong answer is, with probability ``repeat``, one of the
+    question's ``mistakes`` plausible mistakes (fixed per question: a real model repeats its
+    mistakes, so they can out-vote the gold query); otherwise half the time another question's
+    gold query and half the time broken SQL. Correct answers get a higher log-probability on
+    average than wrong ones, with overlap. Draws depend only on (question, seed), so a seeded
+    request always gets the same answer.
 
     For a question-generation prompt it returns one of ``questions`` chosen by the seed.
     """
 
     gold: dict[str, str]
     accuracy: float = 0.5
-    systematic: float = 0.3
+    repeat: float = 0.4
+    mistakes: int = 2
     questions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -69,14 +71,13 @@ class OracleResponder:
         gold = self.gold.get(question)
         if gold is None:
             return "SELECT 1;\n\n", [-3.0]
-        draw = rng.random()
-        if draw < self.accuracy:
+        if rng.random() < self.accuracy:
             return gold + "\n\n", _logprobs(gold, rng.uniform(-0.6, -0.05))
-        mistake = random.Random(f"mistake|{question}")
         wrong = rng.random()
-        if wrong < self.systematic:
-            text = mistake.choice([q for q in self._pool if q != gold])
-        elif wrong < self.systematic + (1 - self.systematic) / 2:
+        if wrong < self.repeat:
+            plausible = random.Random(f"mistakes|{question}").sample([q for q in self._pool if q != gold], self.mistakes)
+            text = rng.choice(plausible)
+        elif wrong < self.repeat + (1 - self.repeat) / 2:
             text = rng.choice(self._pool)
         else:
             text = gold.replace("SELECT", "SELEC", 1).replace("select", "selec", 1)
