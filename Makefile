@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/python -c "import datasets; print(datasets.load_dataset('./geoquery_sql-synth', split='train'))"
 
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python benchmarks/verifier_accuracy.py

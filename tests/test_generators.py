@@ -53,7 +53,7 @@ def test_retries_on_503_and_429_honouring_retry_after(kind, loop):
         with LLMServer(echo, faults=Faults(every=2, status=status, retry_after=0.2)) as server:
             generator = from_spec(f"{kind}:{server.url}#m", concurrency=1, retry=FAST_RETRY)
             start = time.monotonic()
-            results = loop.run(sample_many(generator, [("p", params, [1, 2, 3])], desc="test"))
+            results = loop.run(sample_many(generator, [("p", params, [1, 2, 3])]))
             elapsed = time.monotonic() - start
             loop.run(generator.aclose())
         assert [c.text for c in results[0]] == ["SELECT 1;\n\n", "SELECT 2;\n\n", "SELECT 3;\n\n"]
@@ -94,7 +94,7 @@ def test_concurrency_is_bounded(loop):
     with LLMServer(echo, latency_s=0.05) as server:
         generator = from_spec(f"tgi:{server.url}", concurrency=4, retry=FAST_RETRY)
         start = time.monotonic()
-        loop.run(sample_many(generator, [("p", SamplingParams(0.8, 5), list(range(8)))] * 2, desc="test"))
+        loop.run(sample_many(generator, [("p", SamplingParams(0.8, 5), list(range(8)))] * 2))
         elapsed = time.monotonic() - start
     # 16 requests of 50 ms, 4 at a time: at least 4 waves
     assert server.requests == 16 and elapsed >= 0.2

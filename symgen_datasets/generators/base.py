@@ -13,7 +13,7 @@ from typing import Any, Coroutine, Sequence, TypeVar
 import tenacity
 from tqdm.auto import tqdm
 
-from ..errors import GenerationError
+from ..errors import GenerationError, InputError
 
 T = TypeVar("T")
 
@@ -129,6 +129,8 @@ class RemoteGenerator(Generator):
         return getattr(self._response(error), "status_code", None)
 
     def _retryable(self, error: BaseException) -> bool:
+        if type(error).__name__ == "OfflineModeIsEnabled":
+            return False
         status = self._status(error)
         if status is not None:
             return status == 429 or status >= 500
@@ -179,6 +181,18 @@ class RemoteGenerator(Generator):
             ) from error
         raise AssertionError("unreachable")
 
+    def refuse_offline_mode(self) -> None:
+        """Raise :class:`InputError` when ``HF_HUB_OFFLINE`` is set: huggingface_hub's HTTP client,
+        which talks to the server, then refuses every request, even to a local server."""
+        from huggingface_hub import is_offline_mode
+
+        if is_offline_mode():
+            raise InputError(
+                f"--generator {self.spec}: HF_HUB_OFFLINE is set, and huggingface_hub (whose client "
+                "talks to the server) then refuses every HTTP request, even to a local server; unset "
+                "HF_HUB_OFFLINE for this run (a remote generator needs no Hub access)"
+            )
+
     def _semaphore_for_loop(self) -> asyncio.Semaphore:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.concurrency)
@@ -210,11 +224,13 @@ class EventLoopThread:
 async def sample_many(
     generator: Generator,
     requests: Sequence[tuple[str, SamplingParams, Sequence[int]]],
-    desc: str,
-    unit: str = "request",
+    progress: tqdm | None = None,
 ) -> list[list[Completion]]:
     """Run ``(prompt, params, seeds)`` requests concurrently (the generator bounds how many are
-    in flight), with a progress bar.
+    in flight).
+
+    Args:
+        progress: a progress bar to advance by one per finished request, if any.
 
     Returns:
         The completions of each request, aligned with ``requests``.
@@ -222,11 +238,11 @@ async def sample_many(
     Raises:
         GenerationError: the first request that failed for good; the others are cancelled.
     """
-    progress = tqdm(total=len(requests), desc=desc, unit=unit, leave=False)
 
     async def one(prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
         completions = await generator.sample(prompt, params, seeds)
-        progress.update(1)
+        if progress is not None:
+            progress.update(1)
         return completions
 
     tasks = [asyncio.ensure_future(one(*request)) for request in requests]
@@ -237,5 +253,3 @@ async def sample_many(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    finally:
-        progress.close()

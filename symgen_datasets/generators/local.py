@@ -21,8 +21,8 @@ EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm
 class TransformersGenerator(Generator):
     """Samples with a transformers causal LM in this process.
 
-    Each request is one batched ``generate`` call with ``num_return_sequences = len(seeds)``,
-    seeded with ``seeds[0]`` (a batch shares one random stream, so per-sample seeds cannot be
+    Each request is one batched ``generate`` call over ``len(seeds)`` copies of the prompt, whose
+    KV cache is computed once and shared (prefix caching), seeded with ``seeds[0]`` (a batch shares one random stream, so per-sample seeds cannot be
     honoured one by one); requests run one at a time in a worker thread. ``mean_logprob`` is the
     mean over generated tokens of the log-softmax of the temperature-scaled logits
     (``compute_transition_scores(..., normalize_logits=True)``), up to the end of the sequence.
@@ -57,19 +57,31 @@ class TransformersGenerator(Generator):
 
     def _generate(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
         torch = self._torch
+        from transformers import DynamicCache
+
         inputs = self.tokenizer(prompt, return_tensors="pt")
-        prompt_length = inputs["input_ids"].shape[1]
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        prompt_length = input_ids.shape[1]
+        count = max(1, len(seeds))
         sampling = params.temperature > 0
         with self._lock, torch.inference_mode():
+            # Prefix caching: run the prompt once and copy its KV cache to every sequence of the
+            # batch (num_return_sequences would run it once per sequence: ~3x slower here).
+            cache = DynamicCache(config=self.lm.config)
+            if prompt_length > 1:
+                self.lm(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], past_key_values=cache, use_cache=True)
+                if count > 1:
+                    cache.batch_repeat_interleave(count)
             torch.manual_seed(seeds[0] if seeds else 0)
             output = self.lm.generate(
-                **inputs,
+                input_ids=input_ids.repeat(count, 1),
+                attention_mask=attention_mask.repeat(count, 1),
+                past_key_values=cache,
                 do_sample=sampling,
                 temperature=params.temperature if sampling else None,
                 top_p=None,
                 top_k=None,
                 max_new_tokens=params.max_new_tokens,
-                num_return_sequences=len(seeds),
                 stop_strings=list(params.stop) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -101,7 +113,10 @@ def embedded_gguf() -> Path:
     Raises:
         InputError: the package is not installed (the message says how to install it).
     """
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    try:
+        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
     locations = list(spec.submodule_search_locations or []) if spec else []
     for location in locations:
         path = Path(location) / EMBEDDED_FILE

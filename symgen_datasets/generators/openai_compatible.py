@@ -83,6 +83,7 @@ class OpenAIGenerator(RemoteGenerator):
 
     async def check(self) -> None:
         """Find the model name if none was given, then send one 1-token request."""
+        self.refuse_offline_mode()
         if not self.model:
             self.model = await asyncio.to_thread(self._first_model)
         await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)

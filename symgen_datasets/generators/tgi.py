@@ -61,6 +61,7 @@ class TGIGenerator(RemoteGenerator):
 
     async def check(self) -> None:
         """Send one 1-token request (retried as any other), then read the model id."""
+        self.refuse_offline_mode()
         await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
         self.model = await asyncio.to_thread(self._model_id)
 

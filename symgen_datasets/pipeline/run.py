@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,7 @@ import datasets
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .. import prompts
-from ..errors import InputError
+from ..errors import GenerationError, InputError
 from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
 from ..hub.folder import check_output, write_dataset_folder
 from ..io import validate_record
@@ -177,6 +178,18 @@ def render_card(result: GenerateResult, demonstrations: list[dict], repo_id: str
     return str(card)
 
 
+@contextmanager
+def _quiet_datasets():
+    """Hide ``datasets``' own progress bars for quick internal steps (casts, parquet writes)."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
 def _answer_batch_size(settings: GenerateSettings) -> int:
     """Questions per answer-generation batch: enough requests to keep ``concurrency`` busy."""
     return max(8, math.ceil(4 * settings.concurrency / settings.num_samples))
@@ -194,7 +207,8 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
 
     Raises:
         InputError: bad input (file and line named) or option.
-        GenerationError: the LLM backend failed for good or cannot be reached.
+        GenerationError: the LLM backend failed for good or cannot be reached, or no question
+            was kept (an empty split cannot be loaded with ``load_dataset``).
     """
     settings.check()
     task = get_task(settings.task)
@@ -238,11 +252,18 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
         loop.run(generator.aclose())
         loop.close()
 
-    kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes}, desc="selection")
+    with _quiet_datasets():
+        kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes})
+        provenance = generator.spec if generator.model in (generator.spec, "") else f"{generator.spec} ({generator.model})"
+        rows = kept.add_column("generator", [provenance] * len(kept))
+        rows = rows.select_columns(ROW_COLUMNS).cast(ROW_FEATURES)
     context.count("questions_kept", len(kept))
-    provenance = generator.spec if generator.model in (generator.spec, "") else f"{generator.spec} ({generator.model})"
-    rows = kept.map(lambda batch: {"generator": [provenance] * len(batch["question"])}, batched=True)
-    rows = rows.select_columns(ROW_COLUMNS).cast(ROW_FEATURES)
+    if len(rows) == 0:
+        counts = ", ".join(f"{name} {value}" for name, value in _ordered_counts(context.counts).items())
+        raise GenerationError(
+            f"no question reached --min-votes {settings.min_votes} ({counts}); nothing was written. "
+            "Lower --min-votes, raise --num-samples, or use a stronger --generator"
+        )
     for index, row in enumerate(rows):
         validate_record(row, task.row_schema, f"kept row {index}")
     histogram = sorted(Counter(dataset["votes"]).items())
@@ -263,34 +284,41 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
             result.card = render_card(result, demonstrations, str(output), configs)
             return result.card
 
-        result.output = write_dataset_folder(
-            output, {"default": result.rows, "candidates": result.candidates}, card, settings.overwrite
-        )
+        with _quiet_datasets():
+            result.output = write_dataset_folder(
+                output, {"default": result.rows, "candidates": result.candidates}, card, settings.overwrite
+            )
     return result
 
 
+CANDIDATE_FEATURES = datasets.Features(
+    {
+        "question": datasets.Value("string"),
+        "db_id": datasets.Value("string"),
+        "question_source": datasets.Value("string"),
+        "candidates": datasets.List(datasets.Value("string")),
+        "candidate_logprobs": datasets.List(datasets.Value("float64")),
+        "candidate_status": datasets.List(datasets.Value("string")),
+        "candidate_result": datasets.List(datasets.Value("string")),
+        "query": datasets.Value("string"),
+        "votes": datasets.Value("int64"),
+        "num_candidates": datasets.Value("int64"),
+        "num_executable": datasets.Value("int64"),
+        "num_distinct_results": datasets.Value("int64"),
+        "logprob": datasets.Value("float64"),
+    }
+)
+
+
 def _run_answer_stages(context: StageContext, questions: list[dict], settings: GenerateSettings) -> datasets.Dataset:
-    features = datasets.Features(
-        {name: datasets.Value("string") for name in ("question", "db_id", "question_source")}
+    """Answer generation then verification, as batched ``Dataset.map`` calls."""
+    if not questions:  # map adds no column to an empty dataset: give the full schema directly
+        return datasets.Dataset.from_dict({name: [] for name in CANDIDATE_FEATURES}, features=CANDIDATE_FEATURES)
+    columns = ("question", "db_id", "question_source")
+    dataset = datasets.Dataset.from_dict(
+        {name: [q[name] for q in questions] for name in columns},
+        features=datasets.Features({name: datasets.Value("string") for name in columns}),
     )
-    dataset = datasets.Dataset.from_list(questions, features=features)
-    if len(dataset) == 0:
-        empty = {
-            "candidates": [], "candidate_logprobs": [], "query": [], "votes": [], "num_candidates": [],
-            "num_executable": [], "num_distinct_results": [], "logprob": [], "candidate_status": [],
-            "candidate_result": [],
-        }
-        schema = datasets.Features({
-            **features,
-            "candidates": datasets.Sequence(datasets.Value("string")),
-            "candidate_logprobs": datasets.Sequence(datasets.Value("float64")),
-            "query": datasets.Value("string"),
-            **{k: datasets.Value("int32") for k in ("votes", "num_candidates", "num_executable", "num_distinct_results")},
-            "logprob": datasets.Value("float64"),
-            "candidate_status": datasets.Sequence(datasets.Value("string")),
-            "candidate_result": datasets.Sequence(datasets.Value("string")),
-        })
-        return datasets.Dataset.from_dict({"question": [], "db_id": [], "question_source": [], **empty}, features=schema)
     fingerprint = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode()).hexdigest()[:16]
     dataset = dataset.map(
         generate_answers,

@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..generators import EventLoopThread, Generator, SamplingParams, derive_seed, sample_many
 from ..tasks import DatabaseDirectory, TextToSQLTask
 from ..tasks.text_to_sql import question_key
@@ -78,6 +80,7 @@ def generate_questions(context: StageContext, num_questions: int) -> list[dict[s
     questions: list[dict[str, str]] = []
     slot = 0
     budget = MAX_QUESTION_REQUESTS_PER_QUESTION * num_questions
+    progress = tqdm(total=num_questions, desc="question generation", unit="question")
     while len(questions) < num_questions and slot < budget:
         missing = num_questions - len(questions)
         wanted = min(math.ceil(missing * 1.25 / QUESTIONS_PER_PROMPT), budget - slot)
@@ -92,7 +95,8 @@ def generate_questions(context: StageContext, num_questions: int) -> list[dict[s
             requests.append((prompt, params, seeds))
             slot_dbs.append(db_id)
         slot += wanted
-        results = context.loop.run(sample_many(generator, requests, desc="question generation"))
+        results = context.loop.run(sample_many(generator, requests))
+        found = len(questions)
         for db_id, completions in zip(slot_dbs, results):
             for completion in completions:
                 context.count("questions_sampled")
@@ -105,6 +109,9 @@ def generate_questions(context: StageContext, num_questions: int) -> list[dict[s
                     continue
                 seen.add(key)
                 questions.append({"question": question, "db_id": db_id, "question_source": "generated"})
+        progress.update(min(len(questions), num_questions) - min(found, num_questions))
+        progress.set_postfix(requests=slot)
+    progress.close()
     context.count("question_requests", slot)
     return questions[:num_questions]
 
@@ -128,7 +135,7 @@ def generate_answers(batch: Batch, indices: list[int], context: StageContext) ->
         )
         seeds = [derive_seed(context.seed, "answer", row_index, i) for i in range(context.num_samples)]
         requests.append((prompt, params, seeds))
-    results = context.loop.run(sample_many(generator, requests, desc="answer generation"))
+    results = context.loop.run(sample_many(generator, requests))
     candidates, logprobs = [], []
     for completions in results:
         programs = [task.parse_program(c.text) for c in completions]
