@@ -226,7 +226,7 @@ class SQLiteExecutor:
                 continue
             try:
                 results.append(future.result())
-            except (FutureTimeout, pebble.ProcessExpired, OSError, RuntimeError):
+            except Exception:  # noqa: BLE001 - a dead, hung or failing worker: find the culprit
                 results.append(self._isolate(db_path, queries))
         return results
 
@@ -241,6 +241,8 @@ class SQLiteExecutor:
                 outcomes.append(ExecutionResult("crash", error="worker hung past the time limit and was killed"))
             except pebble.ProcessExpired as error:
                 outcomes.append(ExecutionResult("crash", error=f"worker died ({error})"))
+            except Exception as error:  # noqa: BLE001
+                outcomes.append(ExecutionResult("crash", error=f"{type(error).__name__}: {error}"))
         return outcomes
 
     def execute(self, db_path: str | Path, queries: Sequence[str]) -> list[ExecutionResult]:

@@ -89,6 +89,11 @@ class Generator(ABC):
             GenerationError: the backend failed for good (after retries).
         """
 
+    @property
+    def provenance(self) -> str:
+        """``spec (model)`` as recorded in each row, or just the spec when the model is unknown."""
+        return self.spec if self.model in (self.spec, "") else f"{self.spec} ({self.model})"
+
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``; backends without a local tokenizer estimate 1 token per 3.5
         characters (a conservative figure for English and SQL with BPE tokenizers)."""

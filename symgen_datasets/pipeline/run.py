@@ -122,6 +122,7 @@ class GenerateResult:
     settings: GenerateSettings
     generator_spec: str
     generator_model: str
+    generator_provenance: str
     retries: int = 0
     output: Path | None = None
     card: str = field(default="", repr=False)
@@ -254,20 +255,19 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
 
     with _quiet_datasets():
         kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes})
-        provenance = generator.spec if generator.model in (generator.spec, "") else f"{generator.spec} ({generator.model})"
-        rows = kept.add_column("generator", [provenance] * len(kept))
+        rows = kept.add_column("generator", [generator.provenance] * len(kept))
         rows = rows.select_columns(ROW_COLUMNS).cast(ROW_FEATURES)
     context.count("questions_kept", len(kept))
+    counts = _ordered_counts(context.counts)
     if len(rows) == 0:
-        counts = ", ".join(f"{name} {value}" for name, value in _ordered_counts(context.counts).items())
         raise GenerationError(
-            f"no question reached --min-votes {settings.min_votes} ({counts}); nothing was written. "
+            f"no question reached --min-votes {settings.min_votes} "
+            f"({', '.join(f'{name} {value}' for name, value in counts.items())}); nothing was written. "
             "Lower --min-votes, raise --num-samples, or use a stronger --generator"
         )
     for index, row in enumerate(rows):
         validate_record(row, task.row_schema, f"kept row {index}")
     histogram = sorted(Counter(dataset["votes"]).items())
-    counts = _ordered_counts(context.counts)
     result = GenerateResult(
         rows=rows,
         candidates=dataset.select_columns(CANDIDATE_COLUMNS),
@@ -276,6 +276,7 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
         settings=settings,
         generator_spec=generator.spec,
         generator_model=generator.model,
+        generator_provenance=generator.provenance,
         retries=generator.retries,
     )
     if write:
@@ -356,7 +357,7 @@ def format_summary(result: GenerateResult) -> str:
     kept = counts.get("questions_kept", 0)
     sampled = counts.get("candidates_sampled", 0)
     lines = [
-        ("generator", f"{result.generator_spec} ({result.generator_model})"),
+        ("generator", result.generator_provenance),
         *[(name.replace("_", " "), str(value)) for name, value in counts.items()],
         ("kept / questions", f"{kept / questions:.1%}" if questions else "-"),
         ("executable / sampled", f"{counts.get('candidates_executable', 0) / sampled:.1%}" if sampled else "-"),
