@@ -80,6 +80,8 @@ class Generator(ABC):
     model: str
     #: retried requests so far (remote backends), for the run summary.
     retries: int = 0
+    #: requests this backend serves at once (in-process backends run one at a time).
+    concurrency: int = 1
 
     @abstractmethod
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:

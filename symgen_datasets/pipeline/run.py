@@ -191,9 +191,10 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def _answer_batch_size(settings: GenerateSettings) -> int:
-    """Questions per answer-generation batch: enough requests to keep ``concurrency`` busy."""
-    return max(8, math.ceil(4 * settings.concurrency / settings.num_samples))
+def _answer_batch_size(generator: Generator, num_samples: int) -> int:
+    """Questions per answer-generation batch: enough requests to keep the backend's concurrency
+    busy (4 rounds), and one question at a time for in-process backends, so progress shows."""
+    return max(1, math.ceil(4 * generator.concurrency / num_samples)) if generator.concurrency > 1 else 1
 
 
 def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
@@ -324,7 +325,7 @@ def _run_answer_stages(context: StageContext, questions: list[dict], settings: G
     dataset = dataset.map(
         generate_answers,
         batched=True,
-        batch_size=_answer_batch_size(settings),
+        batch_size=_answer_batch_size(context.generator, settings.num_samples),
         with_indices=True,
         fn_kwargs={"context": context},
         desc="answer generation",
