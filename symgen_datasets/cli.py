@@ -35,16 +35,108 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-retries", type=int, default=6, help="attempts per LLM request on 429/5xx/connection errors (default: 6)")
     gen.add_argument("--output", metavar="DIR", help="dataset folder to write (default: ./<task>-synth)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output folder")
+    gen.add_argument("--push-to-hub", metavar="REPO_ID", help="then push the folder to this Hub dataset repository (see `symgen push`)")
+    gen.add_argument("--version", metavar="X.Y.Z", help="with --push-to-hub: the version to tag (default: 1.0.0, or the latest with its minor bumped)")
+    _hub_options(gen)
+
+    push = commands.add_parser(
+        "push",
+        help="publish a dataset folder as a tagged version",
+        description="Upload a dataset folder to a Hub dataset repository in one commit and tag it vX.Y.Z. "
+        "Existing tags are never moved. The token comes from the standard Hugging Face configuration.",
+    )
+    push.add_argument("folder", help="a folder written by `symgen generate`")
+    push.add_argument("repo_id", help="namespace/name of the dataset repository (created if needed)")
+    push.add_argument("--version", required=True, metavar="X.Y.Z", help="the version; tagged vX.Y.Z")
+    _hub_options(push)
+
+    versions = commands.add_parser("versions", help="list a repository's versions with their card summaries")
+    versions.add_argument("repo_id")
+
+    check = commands.add_parser(
+        "verify",
+        help="recompute a dataset's kept rows from its candidates (no LLM)",
+        description="Re-execute every published candidate, redo the majority vote and compare the kept "
+        "set with the published rows. Exit status 1 when they differ.",
+    )
+    check.add_argument("source", help="a dataset folder, or REPO_ID[@REVISION] on the Hub")
+    check.add_argument("--db-dir", metavar="DIR", help="folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases")
     return parser
+
+
+def _hub_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--revision", metavar="BRANCH", help="commit to this branch (created from main if needed)")
+    parser.add_argument("--commit-message", metavar="MSG", help="default: 'symgen: vX.Y.Z'")
 
 
 def _generate(args: argparse.Namespace) -> int:
     from .pipeline import GenerateSettings, format_summary, generate
 
-    options = {k: v for k, v in vars(args).items() if k != "command"}
+    hub_options = ("push_to_hub", "version", "private", "revision", "commit_message")
+    options = {k: v for k, v in vars(args).items() if k != "command" and k not in hub_options}
+    if args.version and not args.push_to_hub:
+        from .errors import InputError
+
+        raise InputError("--version is used with --push-to-hub (or later with `symgen push DIR REPO_ID --version X.Y.Z`)")
+    if args.version:
+        from .hub.push import parse_version
+
+        parse_version(args.version)  # a bad version fails before any work
     result = generate(GenerateSettings(**options))
     print(format_summary(result))
+    if args.push_to_hub:
+        from .hub import next_version, push
+        from .hub.push import HfApi
+
+        version = args.version or next_version(HfApi(), args.push_to_hub)
+        _print_push(push(result.output, args.push_to_hub, version, private=args.private,
+                         revision=args.revision, commit_message=args.commit_message))
     return 0
+
+
+def _print_push(result) -> None:
+    parent = f" (parent {result.parent_tag})" if result.parent_tag else ""
+    print(f"pushed {result.repo_id} {result.tag}{parent}: commit {result.commit}")
+    print(f'load it with: datasets.load_dataset("{result.repo_id}", revision="{result.tag}")')
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push
+
+    _print_push(push(args.folder, args.repo_id, args.version, private=args.private,
+                     revision=args.revision, commit_message=args.commit_message))
+    return 0
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from .hub import list_versions
+
+    versions = list_versions(args.repo_id)
+    if not versions:
+        print(f"{args.repo_id}: no version tags (vX.Y.Z) yet")
+        return 0
+    header = ("version", "commit", "parent", "task", "questions", "kept", "generator")
+    table = [header] + [
+        (v.tag, v.commit[:12], v.parent or "-", v.task, str(v.questions if v.questions is not None else "?"),
+         str(v.kept if v.kept is not None else "?"), v.generator)
+        for v in versions
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .hub import reverify
+
+    report = reverify(args.source, db_dir=args.db_dir)
+    for line in report.differences:
+        print(line)
+    verdict = "identical" if report.identical else f"{len(report.differences)} differences"
+    print(f"{report.source}: published {report.published} rows, re-verification keeps {report.recomputed}: {verdict}")
+    return 0 if report.identical else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
-        return {"generate": _generate}[args.command](args)
+        return {"generate": _generate, "push": _push, "versions": _versions, "verify": _verify}[args.command](args)
     except SymgenError as error:
         print(f"symgen {args.command}: error: {error}", file=sys.stderr)
         return 2

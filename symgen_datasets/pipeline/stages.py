@@ -34,8 +34,9 @@ class StageContext:
 
     Attributes:
         task, databases, demonstrations: the task, its databases and its demonstrations.
-        generator: the LLM backend; ``loop`` runs its coroutines.
         executor: the sandboxed SQL executor.
+        generator: the LLM backend; ``loop`` runs its coroutines (both unused by ``verify``, so
+            re-verification needs no LLM).
         num_samples: candidates per question (K); temperature: their sampling temperature.
         seed: the run seed; every request's seed derives from it.
         counts: stage counters filled in as the stages run (for the summary and the card).
@@ -43,10 +44,10 @@ class StageContext:
 
     task: TextToSQLTask
     databases: DatabaseDirectory
-    demonstrations: list[dict[str, str]]
-    generator: Generator
-    loop: EventLoopThread
     executor: SQLiteExecutor
+    demonstrations: list[dict[str, str]] = field(default_factory=list)
+    generator: Generator | None = None
+    loop: EventLoopThread | None = None
     num_samples: int = 20
     temperature: float = 0.8
     seed: int = 0

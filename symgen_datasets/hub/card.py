@@ -1,0 +1,79 @@
+"""Dataset cards: rendered from ``hub_cards/dataset_card.md`` and a ``symgen`` metadata block.
+
+The card's YAML header holds, next to the Hub's fields (license, configs, ...), a ``symgen``
+block with everything about the run (task, generator, settings, demonstrations hash, prompt
+template hashes, counts per stage, vote histogram, version and parent). The card body is a pure
+function of that block, so ``symgen push`` re-renders it with the repository id and version, and
+``symgen versions`` / ``symgen verify`` read runs back from it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from ..errors import InputError
+from ..tasks import get_task
+
+
+def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` value for ``n`` rows."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def render_card(meta: dict[str, Any], configs: list[dict], repo_id: str, revision: str | None = None) -> str:
+    """The README.md text of a dataset folder.
+
+    Args:
+        meta: the ``symgen`` metadata block (see :func:`symgen_datasets.pipeline.run.generate`).
+        configs: the YAML ``configs:`` entries naming the data files.
+        repo_id: the repository id (or local path) shown in the loading example.
+        revision: the revision shown in the loading example (e.g. ``v1.1.0``), if any.
+    """
+    task = get_task(meta["task"])
+    card_data = DatasetCardData(
+        language=["en"],
+        license=task.license,
+        pretty_name=task.pretty_name,
+        task_categories=["text-generation", "table-question-answering"],
+        size_categories=[size_category(meta["counts"].get("questions_kept", 0))],
+        source_datasets=list(task.source_datasets),
+        tags=["synthetic", "text-to-sql", "symgen", task.name],
+        configs=configs,
+        symgen=meta,
+    )
+    template = resources.files("symgen_datasets.hub_cards").joinpath("dataset_card.md").read_text()
+    card = DatasetCard.from_template(
+        card_data, template_str=template, pretty_name=task.pretty_name, meta=meta, repo_id=repo_id, revision=revision
+    )
+    return str(card)
+
+
+def read_card(text: str, where: str) -> tuple[dict[str, Any], list[dict]]:
+    """The ``symgen`` block and the ``configs`` entries of a card's text.
+
+    Raises:
+        InputError: the card has no ``symgen`` block or no ``configs`` (not a symgen dataset).
+    """
+    data = DatasetCard(text).data.to_dict()
+    if not isinstance(data.get("symgen"), dict) or not data.get("configs"):
+        raise InputError(f"{where}: not a symgen dataset card (no `symgen` block or `configs` in its YAML header)")
+    return data["symgen"], data["configs"]
+
+
+def read_folder_card(folder: str | Path) -> tuple[dict[str, Any], list[dict]]:
+    """:func:`read_card` of ``<folder>/README.md``.
+
+    Raises:
+        InputError: the folder has no README.md, or it is not a symgen card.
+    """
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        raise InputError(f"{folder}: no README.md; expected a dataset folder written by `symgen generate`")
+    return read_card(path.read_text(encoding="utf-8"), str(path))

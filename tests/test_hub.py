@@ -1,0 +1,198 @@
+"""Versioned datasets on a Hub-compatible server on 127.0.0.1: push, versions, load by revision,
+streaming, tag refusal, private repos, branches and re-verification.
+
+huggingface_hub and datasets read HF_ENDPOINT when imported, so every Hub client runs in a
+subprocess (the real ``symgen`` CLI, or a short Python script) with the loopback endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from symgen_datasets.cli import main
+from tests.hub_server import HubServer
+from tests.llm_servers import LLMServer
+
+REPO = "symgen/geo-synth"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, request):
+    """Two generated GeoQuery-SQL datasets (different seeds and sizes), standing for v1.0.0 and v1.1.0."""
+    from tests.llm_servers import OracleResponder
+
+    dev = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "geoquery_sql_dev.jsonl").read_text().splitlines()]
+    oracle = OracleResponder({r["question"]: r["query"] for r in dev}, questions=[r["question"] for r in dev[:60]])
+    root = tmp_path_factory.mktemp("generated")
+    out = {}
+    with LLMServer(oracle) as server:
+        for name, seed, count in (("first", "1", "6"), ("second", "2", "9")):
+            out[name] = root / name
+            assert main(["generate", "geoquery_sql", "--generator", f"tgi:{server.url}", "--num-questions", count,
+                         "--num-samples", "6", "--min-votes", "2", "--seed", seed, "--output", str(out[name])]) == 0
+    return out
+
+
+@pytest.fixture()
+def hub(tmp_path):
+    with HubServer() as server:
+        server.env = {
+            **os.environ,
+            "HF_ENDPOINT": server.url,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_TOKEN": "hf_test_token_not_secret",
+            "HF_HOME": str(tmp_path / "hf-home"),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+        yield server
+
+
+def symgen(hub, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "symgen_datasets.cli", *args], env=hub.env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def python(hub, code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], env=hub.env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def local_rows(folder: Path, config: str = "default") -> list[dict]:
+    return datasets.load_dataset(str(folder), config, split="train").to_list()
+
+
+LOAD = """
+import json, datasets
+def rows(config, **kw):
+    return datasets.load_dataset({repo!r}, config, split="train", **kw).to_list()
+print(json.dumps({{
+    "v1": rows("default", revision="v1.0.0"),
+    "v1_candidates": rows("candidates", revision="v1.0.0"),
+    "v2": rows("default", revision="v1.1.0"),
+    "latest": rows("default"),
+    "streamed": list(datasets.load_dataset({repo!r}, split="train", streaming=True)),
+}}))
+"""
+
+
+def test_push_two_versions_then_load_each_by_revision(hub, folders):
+    first = symgen(hub, "push", str(folders["first"]), REPO, "--version", "1.0.0")
+    assert first.returncode == 0, first.stderr
+    assert "pushed symgen/geo-synth v1.0.0" in first.stdout
+    second = symgen(hub, "push", str(folders["second"]), REPO, "--version", "1.1.0", "--commit-message", "more questions")
+    assert second.returncode == 0, second.stderr
+    assert "(parent v1.0.0)" in second.stdout
+
+    repo = hub.repos[REPO]
+    assert hub.commit_count == 2 and set(repo.tags) == {"v1.0.0", "v1.1.0"}  # one commit per version
+    assert repo.commits[repo.tags["v1.1.0"]].title == "more questions"
+    assert repo.tags["v1.1.0"] == repo.branches["main"]
+    head = repo.commits[repo.branches["main"]].files
+    assert len([p for p in head if p.startswith("data/")]) == 1  # v1.0.0's parquet was deleted in the same commit
+    assert "hf_test_token_not_secret" not in first.stdout + first.stderr + second.stdout + second.stderr
+
+    loaded = json.loads(python(hub, LOAD.format(repo=REPO)))
+    assert loaded["v1"] == local_rows(folders["first"]) and loaded["v1_candidates"] == local_rows(folders["first"], "candidates")
+    assert loaded["v2"] == local_rows(folders["second"])
+    assert loaded["latest"] == loaded["v2"] and loaded["streamed"] == loaded["v2"]
+    assert loaded["v1"] != loaded["v2"]
+
+    listing = symgen(hub, "versions", REPO)
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].split()[:2] == ["version", "commit"]
+    assert lines[1].startswith("v1.0.0") and lines[2].startswith("v1.1.0") and " v1.0.0 " in lines[2]
+    assert str(len(loaded["v1"])) in lines[1].split() and str(len(loaded["v2"])) in lines[2].split()
+
+
+def test_an_existing_tag_is_never_moved(hub, folders):
+    assert symgen(hub, "push", str(folders["first"]), REPO, "--version", "1.0.0").returncode == 0
+    tagged = hub.repos[REPO].tags["v1.0.0"]
+    again = symgen(hub, "push", str(folders["second"]), REPO, "--version", "1.0.0")
+    assert again.returncode == 2 and "tag v1.0.0 exists already" in again.stderr and "new --version" in again.stderr
+    assert hub.repos[REPO].tags["v1.0.0"] == tagged and hub.commit_count == 1
+    bad = symgen(hub, "push", str(folders["first"]), REPO, "--version", "1.0")
+    assert bad.returncode == 2 and "expected X.Y.Z" in bad.stderr
+
+
+def test_the_card_has_every_field(hub, folders):
+    assert symgen(hub, "push", str(folders["first"]), REPO, "--version", "1.0.0").returncode == 0
+    assert symgen(hub, "push", str(folders["second"]), REPO, "--version", "1.1.0").returncode == 0
+    repo = hub.repos[REPO]
+    card = repo.commits[repo.tags["v1.1.0"]].files["README.md"].decode()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["license"] == "apache-2.0" and header["language"] == ["en"]
+    assert "text-generation" in header["task_categories"] and header["size_categories"] == ["n<1K"]
+    assert header["pretty_name"] and header["source_datasets"] and "synthetic" in header["tags"]
+    assert [c["config_name"] for c in header["configs"]] == ["default", "candidates"]
+    meta = header["symgen"]
+    assert meta["version"] == "1.1.0" and meta["parent_version"] == "v1.0.0"
+    assert "settings.seed: 1 -> 2" in meta["changes"] and any(c.startswith("kept rows:") for c in meta["changes"])
+    assert meta["generator"]["model"] == "test-llm" and meta["demonstrations"]["count"] == 10
+    assert len(meta["prompt_templates"]) == 2 and sum(meta["vote_histogram"].values()) == meta["counts"]["questions"]
+    body = card.split("---", 2)[2]
+    for text in ('load_dataset("symgen/geo-synth", revision="v1.1.0", split="train")', "symgen verify symgen/geo-synth@v1.1.0",
+                 "| model | test-llm |", "| minimum votes (V) | 2 |", "| candidates per question (K) | 6 |",
+                 "(parent: v1.0.0)", "settings.seed: 1 -> 2", "## Vote histogram", "| questions_kept |",
+                 "sha256", "ye-etal-2023-generating"):
+        assert text in body, text
+
+
+def test_private_repository_and_branch(hub, folders):
+    pushed = symgen(hub, "push", str(folders["first"]), "symgen/private-synth", "--version", "1.0.0", "--private")
+    assert pushed.returncode == 0, pushed.stderr
+    assert hub.repos["symgen/private-synth"].private
+    anonymous = {k: v for k, v in hub.env.items() if k != "HF_TOKEN"}
+    code = "import huggingface_hub as h; h.HfApi(token=False).dataset_info('symgen/private-synth')"
+    result = subprocess.run([sys.executable, "-c", code], env=anonymous, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "RepositoryNotFound" in result.stderr
+
+    on_branch = symgen(hub, "push", str(folders["second"]), "symgen/private-synth", "--version", "2.0.0-rc".replace("-rc", ""), "--revision", "dev")
+    assert on_branch.returncode == 0, on_branch.stderr
+    repo = hub.repos["symgen/private-synth"]
+    assert repo.tags["v2.0.0"] == repo.branches["dev"] != repo.branches["main"] == repo.tags["v1.0.0"]
+
+
+def test_verify_reproduces_the_kept_set_and_catches_tampering(hub, folders, tmp_path):
+    assert symgen(hub, "push", str(folders["first"]), REPO, "--version", "1.0.0").returncode == 0
+    remote = symgen(hub, "verify", f"{REPO}@v1.0.0")
+    assert remote.returncode == 0, remote.stderr
+    kept = len(local_rows(folders["first"]))
+    assert f"published {kept} rows, re-verification keeps {kept}: identical" in remote.stdout
+
+    tampered = tmp_path / "tampered"
+    subprocess.run(["cp", "-r", str(folders["first"]), str(tampered)], check=True)
+    [parquet] = (tampered / "data").iterdir()
+    table = pq.read_table(parquet)
+    queries = table.column("query").to_pylist()
+    queries[0] = "SELECT 42"
+    pq.write_table(table.set_column(table.schema.get_field_index("query"), "query", [queries]), parquet)
+    local = symgen(hub, "verify", str(tampered))
+    assert local.returncode == 1 and "1 differences" in local.stdout and "'SELECT 42'" in local.stdout
+
+
+def test_generate_push_to_hub_picks_the_next_version(hub, folders, oracle, tmp_path):
+    assert symgen(hub, "push", str(folders["first"]), REPO, "--version", "1.0.0").returncode == 0
+    with LLMServer(oracle) as server:
+        result = symgen(hub, "generate", "geoquery_sql", "--generator", f"tgi:{server.url}", "--num-questions", "4",
+                        "--num-samples", "4", "--min-votes", "2", "--output", str(tmp_path / "out"), "--push-to-hub", REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pushed symgen/geo-synth v1.1.0 (parent v1.0.0)" in result.stdout
+    assert set(hub.repos[REPO].tags) == {"v1.0.0", "v1.1.0"}
+
+
+def test_unreachable_hub_is_a_clear_error(folders, tmp_path):
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": "x",
+           "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-m", "symgen_datasets.cli", "push", str(folders["first"]), REPO, "--version", "1.0.0"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "cannot reach the Hub" in result.stderr and "Traceback" not in result.stderr
