@@ -118,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         owner = self.server.owner
         if self.path.rstrip("/") == "/info":
-            self._send(200, {"model_id": owner.model_id, "max_input_tokens": 8000, "max_total_tokens": 8192})
+            self._send(200, {"model_id": owner.model_id, "model_sha": "0123456789abcdef", "max_input_tokens": 8000, "max_total_tokens": 8192})
         elif self.path.rstrip("/") == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": owner.model_id, "object": "model", "owned_by": "test"}]})
         else:

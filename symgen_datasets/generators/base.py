@@ -82,6 +82,8 @@ class Generator(ABC):
     retries: int = 0
     #: requests this backend serves at once (in-process backends run one at a time).
     concurrency: int = 1
+    #: the model's revision (commit or package version) when the backend reports it.
+    model_revision: str = ""
 
     @abstractmethod
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:

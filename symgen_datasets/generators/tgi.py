@@ -51,19 +51,22 @@ class TGIGenerator(RemoteGenerator):
         mean = sum(logprobs) / len(logprobs) if logprobs else None
         return Completion(output.generated_text, mean)
 
-    def _model_id(self) -> str:
-        """The served model's id from TGI's ``GET /info`` (``""`` if the server does not say)."""
+    def _server_info(self) -> dict:
+        """TGI's ``GET /info`` (``model_id``, ``model_sha``, ...), or ``{}`` if the server has none."""
         try:
             with urllib.request.urlopen(f"{self.url}/info", timeout=10) as response:
-                return str(json.load(response).get("model_id") or "")
+                info = json.load(response)
+                return info if isinstance(info, dict) else {}
         except (urllib.error.URLError, OSError, ValueError):
-            return ""
+            return {}
 
     async def check(self) -> None:
-        """Send one 1-token request (retried as any other), then read the model id."""
+        """Send one 1-token request (retried as any other), then read the model id and revision."""
         self.refuse_offline_mode()
         await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
-        self.model = await asyncio.to_thread(self._model_id)
+        info = await asyncio.to_thread(self._server_info)
+        self.model = str(info.get("model_id") or "")
+        self.model_revision = str(info.get("model_sha") or "")
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -121,6 +121,7 @@ class GenerateResult:
     generator_spec: str
     generator_model: str
     generator_provenance: str
+    generator_revision: str = ""
     retries: int = 0
     output: Path | None = None
     metadata: dict = field(default_factory=dict, repr=False)
@@ -142,7 +143,7 @@ def run_metadata(result: "GenerateResult", demonstrations: list[dict]) -> dict:
     return {
         "tool_version": __version__,
         "task": task.name,
-        "generator": {"spec": result.generator_spec, "model": result.generator_model},
+        "generator": {"spec": result.generator_spec, "model": result.generator_model, "revision": result.generator_revision},
         "settings": {
             "num_questions": None if settings.questions else (settings.num_questions or task.default_num_questions),
             "questions_file": Path(settings.questions).name if settings.questions else None,
@@ -261,6 +262,7 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
         generator_spec=generator.spec,
         generator_model=generator.model,
         generator_provenance=generator.provenance,
+        generator_revision=generator.model_revision,
         retries=generator.retries,
     )
     result.metadata = run_metadata(result, demonstrations)
