@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -24,8 +25,8 @@ class TransformersGenerator(Generator):
     Each request is one batched ``generate`` call over ``len(seeds)`` copies of the prompt, whose
     KV cache is computed once and shared (prefix caching), seeded with ``seeds[0]`` (a batch shares one random stream, so per-sample seeds cannot be
     honoured one by one); requests run one at a time in a worker thread. ``mean_logprob`` is the
-    mean over generated tokens of the log-softmax of the temperature-scaled logits
-    (``compute_transition_scores(..., normalize_logits=True)``), up to the end of the sequence.
+    mean over generated tokens (up to the end of the sequence) of their log-probability under
+    the model's own distribution (temperature 1), recorded step by step.
 
     Args:
         name_or_path: a model folder or Hub id (offline: it must be in the local cache).
@@ -52,19 +53,21 @@ class TransformersGenerator(Generator):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
         self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="symgen-transformers")
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _generate(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
         torch = self._torch
-        from transformers import DynamicCache
+        from transformers import DynamicCache, LogitsProcessorList
 
         inputs = self.tokenizer(prompt, return_tensors="pt")
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         prompt_length = input_ids.shape[1]
         count = max(1, len(seeds))
         sampling = params.temperature > 0
+        recorder = _TokenLogprobs(torch)
         with self._lock, torch.inference_mode():
             # Prefix caching: run the prompt once and copy its KV cache to every sequence of the
             # batch (num_return_sequences would run it once per sequence: ~3x slower here).
@@ -74,7 +77,7 @@ class TransformersGenerator(Generator):
                 if count > 1:
                     cache.batch_repeat_interleave(count)
             torch.manual_seed(seeds[0] if seeds else 0)
-            output = self.lm.generate(
+            sequences = self.lm.generate(
                 input_ids=input_ids.repeat(count, 1),
                 attention_mask=attention_mask.repeat(count, 1),
                 past_key_values=cache,
@@ -86,13 +89,13 @@ class TransformersGenerator(Generator):
                 stop_strings=list(params.stop) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=self.tokenizer.pad_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
+                logits_processor=LogitsProcessorList([recorder]),
             )
-            scores = self.lm.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+            scores = recorder.finish(sequences, prompt_length)
+            del cache
         completions = []
         eos = self.tokenizer.eos_token_id
-        for sequence, token_scores in zip(output.sequences[:, prompt_length:], scores):
+        for sequence, token_scores in zip(sequences[:, prompt_length:], scores):
             tokens = sequence.tolist()
             length = len(tokens)
             for position, token in enumerate(tokens):
@@ -105,7 +108,37 @@ class TransformersGenerator(Generator):
         return completions
 
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
-        return await asyncio.to_thread(self._generate, prompt, params, seeds)
+        # One dedicated thread: torch already uses every core, and one thread keeps one malloc
+        # arena (freed activations are reused instead of piling up across threads' arenas).
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._generate, prompt, params, seeds)
+
+
+class _TokenLogprobs:
+    """A logits processor that records, step by step, the log-probability of the token chosen at
+    the previous step under the model's own distribution (temperature 1; custom processors run
+    before the temperature warper), keeping one step of log-probabilities ([batch, vocab])
+    instead of all of them as ``output_scores`` would."""
+
+    def __init__(self, torch_module) -> None:
+        self._torch = torch_module
+        self._previous = None
+        self._values: list = []
+
+    def __call__(self, input_ids, scores):
+        if self._previous is not None:
+            self._values.append(self._previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self._previous = self._torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, sequences, prompt_length: int):
+        """Per-token log-probabilities ``[batch, generated tokens]`` of ``sequences``."""
+        torch = self._torch
+        if self._previous is not None and sequences.shape[1] - prompt_length > len(self._values):
+            self._values.append(self._previous.gather(1, sequences[:, -1:]).squeeze(1))
+        self._previous = None
+        if not self._values:
+            return torch.zeros((sequences.shape[0], 0))
+        return torch.stack(self._values, dim=1)
 
 
 def _package_version(name: str) -> str:
