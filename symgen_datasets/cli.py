@@ -87,7 +87,7 @@ def _generate(args: argparse.Namespace) -> int:
     print(format_summary(result))
     if args.push_to_hub:
         from .hub import next_version, push
-        from .hub.push import HfApi
+        from huggingface_hub import HfApi
 
         version = args.version or next_version(HfApi(), args.push_to_hub)
         _print_push(push(result.output, args.push_to_hub, version, private=args.private,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sqlite3
+import threading
 import time
 from collections import Counter
 
@@ -96,26 +99,79 @@ def test_equality_rule_bag_unless_ordered_with_several_rows():
     assert not is_ordered("SELECT a FROM t WHERE a IN (SELECT b FROM u ORDER BY b LIMIT 1)")
 
 
-def test_execution_is_read_only_and_time_limited(executor, geography_db):
+def test_hostile_candidates_change_nothing_and_stop_within_their_limit(executor, geography_db, tmp_path):
+    """Generated code is hostile: writes, ATTACH of a new file, PRAGMAs, extension loading, a
+    never-ending recursive CTE, a cross join of every table and a gigabyte blob."""
     before = hashlib.sha256(geography_db.read_bytes()).hexdigest()
     files_before = sorted(p.name for p in geography_db.parent.iterdir())
-    hostile = [
+    new_file = tmp_path / "new.db"
+    every_table = ", ".join(["border_info", "city", "highlow", "lake", "mountain", "river", "state"])
+    denied = [
         "DROP TABLE state",
         "INSERT INTO state (state_name) VALUES ('atlantis')",
         "UPDATE city SET population = 0",
+        "DELETE FROM river",
         "CREATE TABLE pwned (x)",
         "SELECT 1; DROP TABLE river",
+        f"ATTACH DATABASE '{new_file}' AS evil",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA writable_schema = ON",
+        "SELECT load_extension('/tmp/evil.so')",
+        "BEGIN IMMEDIATE",
+        "SELECT length(randomblob(1000000000))",
     ]
-    outcomes = executor.execute(geography_db, hostile)
-    assert [o.status for o in outcomes] == ["error"] * len(hostile)
-    start = time.monotonic()
-    [runaway] = executor.execute(
-        geography_db, ["WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"]
-    )
-    assert runaway.status == "timeout" and time.monotonic() - start < 5
+    slow = [
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+        f"SELECT count(*) FROM {every_table}",
+    ]
+    for query in denied + slow:
+        start = time.monotonic()
+        [outcome] = executor.execute(geography_db, [query])
+        elapsed = time.monotonic() - start
+        assert outcome.status == ("timeout" if query in slow else "error"), (query, outcome)
+        assert elapsed < executor.timeout_s + 2.0, (query, elapsed)  # stopped within its limit
     assert hashlib.sha256(geography_db.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in geography_db.parent.iterdir()) == files_before
+    assert not new_file.exists() and list(tmp_path.iterdir()) == []
     assert executor.execute(geography_db, ["SELECT count(*) FROM state"])[0].ok  # the worker survived
+
+
+def _pool_workers(pid: int) -> list[int]:
+    """Child processes of ``pid`` that are multiprocessing workers (not its resource tracker)."""
+    workers = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            for child in handle.read().split():
+                with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                    if b"spawn_main" in cmdline.read():
+                        workers.append(int(child))
+    return workers
+
+
+def test_a_worker_killed_mid_batch_costs_no_other_query(geography_db):
+    """kill -9 of the worker running a batch: the batch is re-run one query per task in fresh
+    workers, so every other query still gets its real outcome."""
+    never_ends = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    others = set(_pool_workers(os.getpid()))
+    with SQLiteExecutor(max_workers=1, timeout_s=2.0) as pool:
+        pool.execute(geography_db, ["SELECT 1"])  # the worker is up
+        workers = [pid for pid in _pool_workers(os.getpid()) if pid not in others]
+        assert len(workers) == 1
+        killer = threading.Timer(0.5, lambda: [os.kill(pid, signal.SIGKILL) for pid in workers])
+        killer.start()
+        outcomes = pool.execute(geography_db, ["SELECT count(*) FROM state", never_ends, "SELECT count(*) FROM river"])
+        killer.join()
+    assert [o.status for o in outcomes] == ["ok", "timeout", "ok"]
+
+
+def test_workers_killed_while_idle_are_replaced(geography_db):
+    others = set(_pool_workers(os.getpid()))
+    with SQLiteExecutor(max_workers=2, timeout_s=2.0) as pool:
+        assert pool.execute(geography_db, ["SELECT 1"])[0].ok
+        for pid in set(_pool_workers(os.getpid())) - others:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        assert [o.status for o in pool.execute(geography_db, ["SELECT count(*) FROM city", "SELEC"])] == ["ok", "error"]
 
 
 def test_missing_database_is_an_error_outcome(executor, tmp_path):

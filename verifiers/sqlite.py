@@ -4,8 +4,9 @@ Generated programs are hostile until proven otherwise. Each query runs
 
 * in a worker process of a :class:`pebble.ProcessPool`, so a query that crashes or hangs its
   process is killed and the run goes on (the worker is replaced);
-* on a connection opened with the URI ``file:...?mode=ro`` and ``PRAGMA query_only``, so no
-  statement can change the database file;
+* on a connection that cannot change anything (see :func:`connect_readonly`: read-only and
+  immutable URI, ``PRAGMA query_only``, an authorizer that allows only reads, no ATTACH);
+* in a worker whose address space and SQLite heap are capped;
 * under a per-query time limit enforced inside the worker by SQLite's progress handler (the
   query is interrupted, the worker survives), with the pool's task timeout as a backstop.
 
@@ -16,6 +17,7 @@ large results never cross process boundaries.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import sqlite3
 import time
@@ -56,18 +58,49 @@ class ExecutionResult:
         return self.status == "ok"
 
 
-def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
-    """Open a SQLite database so that no statement can change it.
+#: Longest string or blob a query may build (bytes): ``randomblob(1e9)`` fails instead of allocating.
+MAX_VALUE_BYTES = 10_000_000
+#: PRAGMAs a connection may run: the schema readers (all read-only).
+READ_ONLY_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"})
+#: Actions the authorizer allows; everything else (writes, schema changes, ATTACH/DETACH,
+#: transactions, other PRAGMAs, ANALYZE, virtual tables) is denied.
+_ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
 
-    The URI ``mode=ro`` makes SQLite refuse writes at the file level; ``PRAGMA query_only``
-    refuses them at the statement level.
+
+def _authorizer(action: int, arg1: str | None, arg2: str | None, database: str | None, trigger: str | None) -> int:
+    if action == sqlite3.SQLITE_PRAGMA:
+        return sqlite3.SQLITE_OK if (arg1 or "").lower() in READ_ONLY_PRAGMAS else sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION:
+        return sqlite3.SQLITE_DENY if (arg2 or "").lower() in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
+    """Open a SQLite database so that no statement can change it or anything else.
+
+    Layers, each enough on its own to stop a write:
+
+    * the URI ``mode=ro&immutable=1``: SQLite opens the file read-only and never writes or locks it;
+    * ``PRAGMA query_only``: SQLite refuses any statement that writes;
+    * an authorizer that allows only reads (SELECT, table reads, functions but
+      ``load_extension`` and file I/O functions, recursive CTEs, schema-reading PRAGMAs) and
+      denies writes, schema changes, ``ATTACH`` / ``DETACH`` (no new file can appear),
+      transactions and state-changing PRAGMAs;
+    * a cap of :data:`MAX_VALUE_BYTES` on any string or blob a query builds.
 
     Raises:
         sqlite3.OperationalError: the file does not exist or is not a database.
     """
-    uri = f"file:{quote(str(Path(db_path).resolve()))}?mode=ro"
+    path = Path(db_path).resolve()
+    if not path.is_file():
+        raise sqlite3.OperationalError(f"unable to open database file {path}")
+    uri = f"file:{quote(str(path))}?mode=ro&immutable=1"
     connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
     connection.execute("PRAGMA query_only = ON")
+    connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    connection.set_authorizer(_authorizer)
     # Spider's databases hold some text that is not valid UTF-8.
     connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
     return connection
@@ -120,6 +153,19 @@ def result_keys(rows: Sequence[Sequence[object]], ordered: bool) -> str:
 # --- worker side -------------------------------------------------------------------------------
 
 _CONNECTIONS: dict[str, sqlite3.Connection] = {}
+
+#: Address space of a worker process (bytes): a query that needs more fails or kills only its worker.
+WORKER_MEMORY_BYTES = 2 * 1024**3
+#: SQLite's heap in a worker (bytes): past it, a query fails with "out of memory", the worker lives.
+WORKER_SQLITE_HEAP_BYTES = 512 * 1024**2
+
+
+def _init_worker(memory_bytes: int, sqlite_heap_bytes: int) -> None:
+    """Worker start: cap the address space and SQLite's heap."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    sqlite3.connect(":memory:").execute(f"PRAGMA hard_heap_limit = {int(sqlite_heap_bytes)}")
 
 
 def _worker_connection(db_path: str) -> sqlite3.Connection:
@@ -186,25 +232,47 @@ class SQLiteExecutor:
         max_workers: worker processes (default: the number of CPU cores).
         timeout_s: per-query time limit in seconds (default 5, as in SymGen).
         max_rows: rows fetched per query at most (default 10,000).
+        memory_bytes: address space of each worker (default :data:`WORKER_MEMORY_BYTES`).
 
     Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, max_workers: int | None = None, timeout_s: float = 5.0, max_rows: int = 10_000):
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        timeout_s: float = 5.0,
+        max_rows: int = 10_000,
+        memory_bytes: int = WORKER_MEMORY_BYTES,
+    ):
         self.max_workers = max_workers or os.cpu_count() or 1
         self.timeout_s = timeout_s
         self.max_rows = max_rows
-        self._pool = pebble.ProcessPool(max_workers=self.max_workers)
+        self.memory_bytes = memory_bytes
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> pebble.ProcessPool:
+        # "spawn": a fresh interpreter per worker, not a fork of a parent that may hold an LLM
+        # (its address space would count against the worker's memory cap).
+        return pebble.ProcessPool(
+            max_workers=self.max_workers,
+            initializer=_init_worker,
+            initargs=(self.memory_bytes, WORKER_SQLITE_HEAP_BYTES),
+            context=multiprocessing.get_context("spawn"),
+        )
 
     def _backstop(self, num_queries: int) -> float:
         return num_queries * self.timeout_s * 1.5 + 10.0
 
     def _schedule(self, db_path: str, queries: Sequence[str]):
-        return self._pool.schedule(
-            _execute_batch,
-            args=(db_path, list(queries), self.timeout_s, self.max_rows),
-            timeout=self._backstop(len(queries)),
-        )
+        arguments = dict(args=(db_path, list(queries), self.timeout_s, self.max_rows), timeout=self._backstop(len(queries)))
+        try:
+            return self._pool.schedule(_execute_batch, **arguments)
+        except RuntimeError:
+            # pebble's pool is broken for good when a worker dies outside a task (e.g. killed
+            # while idle by the OOM killer): replace the pool and go on.
+            self._pool.stop()
+            self._pool = self._new_pool()
+            return self._pool.schedule(_execute_batch, **arguments)
 
     def execute_many(
         self, jobs: Iterable[tuple[str | Path, Sequence[str]]]

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+from huggingface_hub import HfApi
 
 from ..errors import InputError
 from ..pipeline.stages import StageContext, select, verify
 from ..tasks import get_task
 from ..verifiers import SQLiteExecutor
 from .card import read_folder_card
-from .push import HfApi, card_at, hub_errors
+from .push import card_at, hub_errors
 
 
 @dataclass
