@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-retries", type=int, default=6, help="attempts per LLM request on 429/5xx/connection errors (default: 6)")
     gen.add_argument("--output", metavar="DIR", help="dataset folder to write (default: ./<task>-synth)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output folder")
+    gen.add_argument("--work-dir", metavar="DIR", help="the run's work folder (response cache; default: .<output>.work beside --output)")
+    gen.add_argument("--max-requests", metavar="N", type=int, help="request at most N completions from the LLM, then stop cleanly; the same command resumes")
+    gen.add_argument("--no-cache", dest="cache", action="store_false", help="do not store responses (no resume)")
+    gen.add_argument("--dry-run", action="store_true", help="print the number of requests and an estimate of tokens, send nothing")
     gen.add_argument("--push-to-hub", metavar="REPO_ID", help="then push the folder to this Hub dataset repository (see `symgen push`)")
     gen.add_argument("--version", metavar="X.Y.Z", help="with --push-to-hub: the version to tag (default: 1.0.0, or the latest with its minor bumped)")
     _hub_options(gen)
@@ -73,7 +77,7 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from .pipeline import GenerateSettings, format_summary, generate
 
-    hub_options = ("push_to_hub", "version", "private", "revision", "commit_message")
+    hub_options = ("push_to_hub", "version", "private", "revision", "commit_message", "dry_run")
     options = {k: v for k, v in vars(args).items() if k != "command" and k not in hub_options}
     if args.version and not args.push_to_hub:
         from .errors import InputError
@@ -83,6 +87,11 @@ def _generate(args: argparse.Namespace) -> int:
         from .hub.push import parse_version
 
         parse_version(args.version)  # a bad version fails before any work
+    if args.dry_run:
+        from .pipeline.run import dry_run
+
+        print(dry_run(GenerateSettings(**options)))
+        return 0
     result = generate(GenerateSettings(**options))
     print(format_summary(result))
     if args.push_to_hub:

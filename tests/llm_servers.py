@@ -86,12 +86,25 @@ class OracleResponder:
 
 @dataclass
 class Faults:
-    """Fault injection: answer the n-th request (1-based, counted per server) with ``status``
-    when ``every`` divides n, sending ``Retry-After: retry_after`` (seconds) if set."""
+    """Fault injection on the n-th request (1-based, counted per server) when ``every`` divides n.
+
+    The fault is ``status`` (an HTTP status, with ``Retry-After: retry_after`` seconds if set),
+    or, with ``cycle``, the faults in turn: an HTTP status as a number, or ``"drop"`` to close
+    the connection without answering (the client sees the connection die mid-request).
+    """
 
     every: int = 0
     status: int = 503
     retry_after: float | None = None
+    cycle: tuple = ()
+
+    def pick(self, number: int):
+        """The fault for request ``number``, or ``None``."""
+        if not self.every or number % self.every:
+            return None
+        if self.cycle:
+            return self.cycle[(number // self.every) % len(self.cycle)]
+        return self.status
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -129,12 +142,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         number = owner._next_request()
         faults = owner.faults
-        if faults.every and number % faults.every == 0:
-            headers = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
-            self._send(faults.status, {"error": "injected fault", "error_type": "overloaded"}, headers)
+        fault = faults.pick(number)
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
             return
-        if owner.latency_s:
-            time.sleep(owner.latency_s)
+        if fault is not None:
+            headers = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
+            self._send(int(fault), {"error": "injected fault", "error_type": "overloaded"}, headers)
+            return
         path = self.path.rstrip("/")
         if path in ("", "/generate"):
             self._tgi(body)
@@ -148,6 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         parameters = body.get("parameters") or {}
         seed = parameters.get("seed") or 0
         owner.seen.append({"prompt": body["inputs"], "parameters": parameters})
+        time.sleep(owner.latency_s)  # recorded on arrival, answered after the latency
         text, logprobs = owner.responder(body["inputs"], parameters, seed)
         text = _cut(text, parameters.get("stop") or [])
         tokens = [{"id": i, "text": "t", "logprob": lp, "special": False} for i, lp in enumerate(logprobs)]
@@ -159,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = body["messages"][-1]["content"]
         seed = body.get("seed") or 0
         owner.seen.append({"prompt": prompt, "parameters": body})
+        time.sleep(owner.latency_s)
         text, logprobs = owner.responder(prompt, body, seed)
         text = _cut(text, body.get("stop") or [])
         content = [{"token": "t", "logprob": lp, "bytes": None, "top_logprobs": []} for lp in logprobs]

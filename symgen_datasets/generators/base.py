@@ -13,9 +13,13 @@ from typing import Any, Coroutine, Sequence, TypeVar
 import tenacity
 from tqdm.auto import tqdm
 
-from ..errors import GenerationError, InputError
+from ..errors import GenerationError, InputError, SymgenError
 
 T = TypeVar("T")
+
+
+class BudgetExhausted(SymgenError):
+    """``--max-requests`` was reached; the run stops cleanly and can be resumed."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,10 @@ async def sample_many(
     tasks = [asyncio.ensure_future(one(*request)) for request in requests]
     try:
         return list(await asyncio.gather(*tasks))
+    except BudgetExhausted:
+        # a clean stop: requests already admitted finish (and are stored); the others stop at once
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     except BaseException:
         for task in tasks:
             task.cancel()

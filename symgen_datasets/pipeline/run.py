@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,7 @@ import datasets
 from .. import prompts
 from ..errors import GenerationError, InputError
 from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
+from ..generators.cache import CachedGenerator, ResponseCache
 from ..hub.card import render_card
 from ..hub.folder import check_output, write_dataset_folder
 from ..io import validate_record
@@ -67,6 +69,9 @@ class GenerateSettings:
         output: the dataset folder to write (default ``./<task>-synth``).
         overwrite: replace an existing non-empty output folder.
         max_retries: attempts per LLM request on 429/5xx/connection errors.
+        work_dir: the run's work folder (response cache); default ``.<output>.work``.
+        max_requests: stop cleanly after this many LLM requests (resumable).
+        cache: store every response so that a re-run resumes (default on).
     """
 
     task: str
@@ -84,6 +89,17 @@ class GenerateSettings:
     output: str | None = None
     overwrite: bool = False
     max_retries: int = 6
+    work_dir: str | None = None
+    max_requests: int | None = None
+    cache: bool = True
+
+    def work_folder(self) -> Path:
+        """Where the response cache lives: ``work_dir``, else ``.<output name>.work`` beside the
+        output folder (so the same command finds it again)."""
+        if self.work_dir:
+            return Path(self.work_dir)
+        output = Path(self.output or f"./{self.task}-synth")
+        return output.parent / f".{output.name}.work"
 
     def check(self) -> None:
         """Raise :class:`InputError` naming the option when a value is out of range."""
@@ -123,6 +139,7 @@ class GenerateResult:
     generator_provenance: str
     generator_revision: str = ""
     retries: int = 0
+    cached: int = 0
     output: Path | None = None
     metadata: dict = field(default_factory=dict, repr=False)
     card: str = field(default="", repr=False)
@@ -210,6 +227,9 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
 
     retry = RetryPolicy(max_attempts=settings.max_retries)
     generator: Generator = from_spec(settings.generator, concurrency=settings.concurrency, retry=retry)
+    if settings.cache:
+        cache = ResponseCache(settings.work_folder() / "responses.sqlite")
+        generator = CachedGenerator(generator, cache, settings.max_requests)
     loop = EventLoopThread()
     try:
         loop.run(generator.check())
@@ -237,6 +257,8 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
     finally:
         loop.run(generator.aclose())
         loop.close()
+        if isinstance(generator, CachedGenerator):
+            generator.cache.close()
 
     with _quiet_datasets():
         kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes})
@@ -264,6 +286,7 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
         generator_provenance=generator.provenance,
         generator_revision=generator.model_revision,
         retries=generator.retries,
+        cached=getattr(generator, "hits", 0),
     )
     result.metadata = run_metadata(result, demonstrations)
     if write:
@@ -296,6 +319,82 @@ CANDIDATE_FEATURES = datasets.Features(
         "logprob": datasets.Value("float64"),
     }
 )
+
+
+@dataclass
+class DryRunEstimate:
+    """What a run would send, computed before anything is sent.
+
+    Attributes:
+        question_requests: (first round, at most) question-generation prompts; (0, 0) with
+            ``--questions``.
+        answer_requests: answer-generation prompts (one per question).
+        completions: completions asked in the first round (every prompt times its samples).
+        prompt_tokens: tokens sent, estimated (every completion resends its prompt).
+        max_generated_tokens: generated tokens at most.
+    """
+
+    question_requests: tuple[int, int]
+    answer_requests: int
+    completions: int
+    prompt_tokens: int
+    max_generated_tokens: int
+
+    def __str__(self) -> str:
+        first, most = self.question_requests
+        questions = f"{first} to {most}" if most else "0 (questions are given)"
+        return (
+            f"question-generation prompts: {questions}\n"
+            f"answer-generation prompts:   {self.answer_requests}\n"
+            f"completions (first round):   {self.completions}\n"
+            f"prompt tokens (estimated):   {self.prompt_tokens}\n"
+            f"generated tokens (at most):  {self.max_generated_tokens}"
+        )
+
+
+def dry_run(settings: GenerateSettings) -> DryRunEstimate:
+    """Count the requests and estimate the tokens of a run without sending anything.
+
+    The inputs are checked as in :func:`generate`. Prompts are rendered for real with the
+    backend's token counter (an estimate of 1 token per 3.5 characters for remote backends);
+    for generated questions, each answer prompt is estimated from a demonstration's question.
+
+    Raises:
+        InputError: as :func:`generate`.
+    """
+    from .stages import MAX_QUESTION_REQUESTS_PER_QUESTION, QUESTIONS_PER_PROMPT
+
+    settings.check()
+    task = get_task(settings.task)
+    databases = task.databases(settings.db_dir)
+    demonstrations = task.load_demonstrations(settings.demos)
+    generator = from_spec(settings.generator, concurrency=settings.concurrency)
+    count = generator.count_tokens
+    k = settings.num_samples
+    if settings.questions:
+        questions = task.load_questions(settings.questions, databases)
+        answer_tokens = sum(
+            count(task.answer_prompt(databases.get(q["db_id"]), q["question"], demonstrations, count)) for q in questions
+        )
+        return DryRunEstimate((0, 0), len(questions), len(questions) * k, answer_tokens * k,
+                              len(questions) * k * task.sampling.answer_max_new_tokens)
+    n = settings.num_questions or task.default_num_questions
+    first = math.ceil(n * 1.25 / QUESTIONS_PER_PROMPT)
+    most = MAX_QUESTION_REQUESTS_PER_QUESTION * n
+    rng = random.Random(settings.seed)
+    per_db_question = {
+        db_id: count(task.question_prompt(databases.get(db_id), demonstrations, rng, count)) for db_id in databases.db_ids
+    }
+    per_db_answer = {
+        db_id: count(task.answer_prompt(databases.get(db_id), demonstrations[0]["question"], demonstrations, count))
+        for db_id in databases.db_ids
+    }
+    mean_question = sum(per_db_question.values()) / len(per_db_question)
+    mean_answer = sum(per_db_answer.values()) / len(per_db_answer)
+    completions = first * QUESTIONS_PER_PROMPT + n * k
+    prompt_tokens = int(first * QUESTIONS_PER_PROMPT * mean_question + n * k * mean_answer)
+    generated = first * QUESTIONS_PER_PROMPT * task.sampling.question_max_new_tokens + n * k * task.sampling.answer_max_new_tokens
+    return DryRunEstimate((first, most), n, completions, prompt_tokens, generated)
 
 
 def _run_answer_stages(context: StageContext, questions: list[dict], settings: GenerateSettings) -> datasets.Dataset:
@@ -349,6 +448,7 @@ def format_summary(result: GenerateResult) -> str:
         ("kept / questions", f"{kept / questions:.1%}" if questions else "-"),
         ("executable / sampled", f"{counts.get('candidates_executable', 0) / sampled:.1%}" if sampled else "-"),
         ("retried requests", str(result.retries)),
+        ("completions from the cache", str(result.cached)),
         ("output", str(result.output) if result.output else "(not written)"),
     ]
     width = max(len(name) for name, _ in lines)

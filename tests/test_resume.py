@@ -1,0 +1,112 @@
+"""Never lose work: kill -9 and resume, a request budget, and a server that fails 20% of the time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+
+from symgen_datasets.cli import main
+from tests.llm_servers import Faults, LLMServer
+
+
+def rows(folder: Path, config: str = "default") -> list[dict]:
+    return datasets.load_dataset(str(folder), config, split="train").to_list()
+
+
+def answered(server: LLMServer) -> int:
+    """Sampling requests the server answered (the 1-token health checks excluded)."""
+    return sum(1 for r in server.seen if r["parameters"].get("max_new_tokens", r["parameters"].get("max_tokens")) != 1)
+
+
+def args(server: LLMServer, out: Path, *extra: str) -> list[str]:
+    return ["generate", "geoquery_sql", "--generator", f"tgi:{server.url}", "--num-questions", "12", "--num-samples", "5",
+            "--min-votes", "2", "--seed", "11", "--concurrency", "4", "--output", str(out), *extra]
+
+
+def cached(work: Path) -> int:
+    database = work / "responses.sqlite"
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            return connection.execute("SELECT count(*) FROM responses").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_then_the_same_command_resumes_to_the_same_dataset(tmp_path, oracle):
+    with LLMServer(oracle, latency_s=0.1) as server:
+        clean = tmp_path / "clean"
+        assert main(args(server, clean)) == 0
+        total = answered(server)
+
+        out, work = tmp_path / "out", tmp_path / ".out.work"
+        before = answered(server)
+        process = subprocess.Popen([sys.executable, "-m", "symgen_datasets.cli", *args(server, out)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while cached(work) < total // 3 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -signal.SIGKILL and not out.exists()
+        stored = cached(work)
+        assert 0 < stored < total
+        first_run = answered(server) - before
+
+        resumed_from = answered(server)
+        assert main(args(server, out)) == 0
+        resumed = answered(server) - resumed_from
+    assert resumed == total - stored  # no finished request is asked again
+    assert first_run >= stored
+    assert rows(out) == rows(clean) and rows(out, "candidates") == rows(clean, "candidates")
+
+
+def test_max_requests_stops_cleanly_and_the_same_command_resumes(tmp_path, oracle, capsys):
+    with LLMServer(oracle) as server:
+        clean = tmp_path / "clean"
+        assert main(args(server, clean, "--no-cache")) == 0
+        total = answered(server)
+        out = tmp_path / "out"
+        start = answered(server)
+        assert main(args(server, out, "--max-requests", "10")) == 2
+        assert "stopped at --max-requests 10" in capsys.readouterr().err and not out.exists()
+        assert 0 < answered(server) - start <= 10  # a prompt's samples are admitted together
+        assert main(args(server, out)) == 0
+        assert answered(server) - start == total
+    assert rows(out) == rows(clean)
+
+
+def test_twenty_percent_of_requests_failing_gives_the_same_dataset(tmp_path, oracle, capsys):
+    with LLMServer(oracle) as server:
+        clean = tmp_path / "clean"
+        assert main(args(server, clean, "--no-cache")) == 0
+    capsys.readouterr()
+    faults = Faults(every=5, cycle=(429, 503, "drop"), retry_after=0.01)
+    with LLMServer(oracle, faults=faults) as faulty:
+        out = tmp_path / "faulty"
+        assert main(args(faulty, out, "--no-cache")) == 0
+    summary = capsys.readouterr().out
+    retried = int(next(line.split()[-1] for line in summary.splitlines() if line.startswith("retried requests")))
+    assert retried >= faulty.requests // 5 - 1 > 0
+    without_server = [{k: v for k, v in r.items() if k != "generator"} for r in rows(out)]  # the URLs differ
+    assert without_server == [{k: v for k, v in r.items() if k != "generator"} for r in rows(clean)]
+    assert rows(out, "candidates") == rows(clean, "candidates")
+
+
+def test_dry_run_sends_nothing(tmp_path, oracle, capsys):
+    with LLMServer(oracle) as server:
+        assert main(args(server, tmp_path / "out", "--dry-run")) == 0
+        assert server.requests == 0
+    printed = capsys.readouterr().out
+    assert "question-generation prompts: 4 to 48" in printed and "answer-generation prompts:   12" in printed
+    assert int(printed.split("prompt tokens (estimated):")[1].split()[0]) > 12 * 5 * 500
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.work").exists()
