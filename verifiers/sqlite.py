@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import re
 import sqlite3
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -28,8 +29,6 @@ from typing import Iterable, Sequence
 from urllib.parse import quote
 
 import pebble
-import sqlglot
-from sqlglot import exp
 
 #: Float values are rounded to this many decimals before results are compared, so that the same
 #: aggregate computed in a different order (e.g. ``avg``) agrees.
@@ -106,16 +105,23 @@ def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
     return connection
 
 
-def is_ordered(query: str) -> bool:
-    """Whether a SQL query's outermost statement has an ``ORDER BY`` (its row order is meant).
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|[()]|\border\s+by\b", re.I | re.S)
 
-    Parsed with sqlglot (SQLite dialect); falls back to a textual check when parsing fails.
-    """
-    try:
-        tree = sqlglot.parse_one(query, read="sqlite")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError):
-        return "order by" in " ".join(query.lower().split())
-    return isinstance(tree, exp.Query) and tree.args.get("order") is not None
+
+def is_ordered(query: str) -> bool:
+    """Whether a SQL query's outermost statement has an ``ORDER BY`` (its row order is meant):
+    an ``ORDER BY`` outside parentheses, string literals, quoted names and comments. A linear
+    scan (parsing every candidate with a full SQL parser costs more than executing it)."""
+    depth = 0
+    for match in _TOKENS.finditer(query):
+        token = match.group(0)
+        if token == "(":
+            depth += 1
+        elif token == ")":
+            depth = max(0, depth - 1)
+        elif depth == 0 and token[0] not in "'\"`[-/":
+            return True
+    return False
 
 
 def _normalise_value(value: object) -> object:
@@ -204,7 +210,7 @@ def execute_one(
         return ExecutionResult("error", error=f"{type(error).__name__}: {error}")
     finally:
         connection.set_progress_handler(None, 0)
-    return ExecutionResult("ok", key=result_keys(rows, is_ordered(query)), num_rows=len(rows))
+    return ExecutionResult("ok", key=result_keys(rows, len(rows) > 1 and is_ordered(query)), num_rows=len(rows))
 
 
 def _execute_batch(
@@ -223,8 +229,8 @@ def _execute_batch(
 class SQLiteExecutor:
     """Runs batches of SQL programs on SQLite databases in a pool of worker processes.
 
-    One pool task executes all distinct programs of one question (connections are cached per
-    worker), which avoids SymGen's one-task-per-candidate overhead. A task whose worker dies or
+    Each distinct program runs once; pool tasks carry many programs of one database (connections
+    are cached per worker), which avoids SymGen's one-task-per-candidate overhead. A task whose worker dies or
     overruns its backstop timeout is retried one query per task, so only the offending query is
     marked ``crash``.
 
@@ -248,6 +254,7 @@ class SQLiteExecutor:
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self.memory_bytes = memory_bytes
+        self.chunk_queries = 64
         self._pool = self._new_pool()
 
     def _new_pool(self) -> pebble.ProcessPool:
@@ -279,6 +286,10 @@ class SQLiteExecutor:
     ) -> list[list[ExecutionResult]]:
         """Execute several batches concurrently.
 
+        Consecutive jobs on the same database are packed into pool tasks of about
+        :attr:`chunk_queries` queries (fewer, larger tasks: the pool's per-task cost dominates
+        short queries), while keeping at least two tasks per worker when there is enough work.
+
         Args:
             jobs: ``(db_path, queries)`` pairs; each batch runs on one database.
 
@@ -286,17 +297,25 @@ class SQLiteExecutor:
             One list of :class:`ExecutionResult` per job, aligned with its queries.
         """
         jobs = [(str(db_path), list(queries)) for db_path, queries in jobs]
-        futures = [self._schedule(db_path, queries) if queries else None for db_path, queries in jobs]
-        results: list[list[ExecutionResult]] = []
-        for (db_path, queries), future in zip(jobs, futures):
-            if future is None:
-                results.append([])
-                continue
+        total = sum(len(queries) for _, queries in jobs)
+        size = max(1, min(self.chunk_queries, total // (2 * self.max_workers) or 1))
+        chunks: list[tuple[str, list[str], list[tuple[int, int]]]] = []  # db, queries, (job, position)
+        for index, (db_path, queries) in enumerate(jobs):
+            for position, query in enumerate(queries):
+                if not chunks or chunks[-1][0] != db_path or len(chunks[-1][1]) >= size:
+                    chunks.append((db_path, [], []))
+                chunks[-1][1].append(query)
+                chunks[-1][2].append((index, position))
+        futures = [self._schedule(db_path, queries) for db_path, queries, _ in chunks]
+        results: list[list[ExecutionResult | None]] = [[None] * len(queries) for _, queries in jobs]
+        for (db_path, queries, places), future in zip(chunks, futures):
             try:
-                results.append(future.result())
+                outcomes = future.result()
             except Exception:  # noqa: BLE001 - a dead, hung or failing worker: find the culprit
-                results.append(self._isolate(db_path, queries))
-        return results
+                outcomes = self._isolate(db_path, queries)
+            for (index, position), outcome in zip(places, outcomes):
+                results[index][position] = outcome
+        return results  # type: ignore[return-value]
 
     def _isolate(self, db_path: str, queries: Sequence[str]) -> list[ExecutionResult]:
         """Re-run a failed batch one query per task so that only the culprit fails."""
