@@ -395,6 +395,7 @@ class HubServer:
 
     class _Server(ThreadingHTTPServer):
         daemon_threads = True
+        request_queue_size = 256  # the listen backlog: many clients connect at once
         owner: "HubServer"
 
     def __init__(self) -> None:

@@ -152,12 +152,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(int(fault), {"error": "injected fault", "error_type": "overloaded"}, headers)
             return
         path = self.path.rstrip("/")
-        if path in ("", "/generate"):
-            self._tgi(body)
-        elif path == "/v1/chat/completions":
-            self._openai(body)
-        else:
+        if path not in ("", "/generate", "/v1/chat/completions"):
             self._send(404, {"error": f"no route {self.path}"})
+            return
+        if owner.capacity is not None:
+            owner.capacity.acquire()
+        try:
+            (self._openai if path == "/v1/chat/completions" else self._tgi)(body)
+        finally:
+            if owner.capacity is not None:
+                owner.capacity.release()
 
     def _tgi(self, body: dict) -> None:
         owner = self.server.owner
@@ -206,10 +210,20 @@ class LLMServer:
 
     class _Server(ThreadingHTTPServer):
         daemon_threads = True
+        request_queue_size = 256  # the listen backlog: many clients connect at once
         owner: "LLMServer"
 
-    def __init__(self, responder: Responder, faults: Faults | None = None, latency_s: float = 0.0, model_id: str = "test-llm"):
+    def __init__(
+        self,
+        responder: Responder,
+        faults: Faults | None = None,
+        latency_s: float = 0.0,
+        model_id: str = "test-llm",
+        capacity: int | None = None,
+    ):
         self.responder = responder
+        #: at most this many requests are served at once (the others wait), like a real server's batch size
+        self.capacity = threading.BoundedSemaphore(capacity) if capacity else None
         self.faults = faults or Faults()
         self.latency_s = latency_s
         self.model_id = model_id

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import datasets
-import pytest
 
 from symgen_datasets.cli import main
 from tests.llm_servers import Faults, LLMServer
