@@ -6,6 +6,8 @@ import hashlib
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -137,13 +139,14 @@ def test_hostile_candidates_change_nothing_and_stop_within_their_limit(executor,
 
 
 def _pool_workers(pid: int) -> list[int]:
-    """Child processes of ``pid`` that are multiprocessing workers (not its resource tracker)."""
+    """Child processes of ``pid`` but its multiprocessing resource tracker (callers subtract the
+    children that existed before their pool)."""
     workers = []
     for task in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{task}/children") as handle:
             for child in handle.read().split():
                 with open(f"/proc/{child}/cmdline", "rb") as cmdline:
-                    if b"spawn_main" in cmdline.read():
+                    if b"resource_tracker" not in cmdline.read():
                         workers.append(int(child))
     return workers
 
@@ -178,3 +181,14 @@ def test_missing_database_is_an_error_outcome(executor, tmp_path):
     [outcome] = executor.execute(tmp_path / "nope.sqlite", ["SELECT 1"])
     assert outcome.status == "error" and "nope.sqlite" in outcome.error
     assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_executor_works_from_code_without_a_main_file(geography_db):
+    """Workers must not re-import the caller's __main__ (a script without a main guard, stdin)."""
+    code = (
+        "from symgen_datasets.verifiers import SQLiteExecutor\n"
+        "with SQLiteExecutor(max_workers=1) as pool:\n"
+        f"    print(pool.execute({str(geography_db)!r}, ['SELECT count(*) FROM state'])[0].status)\n"
+    )
+    result = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -6,7 +6,7 @@ Generated programs are hostile until proven otherwise. Each query runs
   process is killed and the run goes on (the worker is replaced);
 * on a connection that cannot change anything (see :func:`connect_readonly`: read-only and
   immutable URI, ``PRAGMA query_only``, an authorizer that allows only reads, no ATTACH);
-* in a worker whose address space and SQLite heap are capped;
+* in a worker whose memory growth and SQLite heap are capped;
 * under a per-query time limit enforced inside the worker by SQLite's progress handler (the
   query is interrupted, the worker survives), with the pool's task timeout as a backstop.
 
@@ -160,17 +160,30 @@ def result_keys(rows: Sequence[Sequence[object]], ordered: bool) -> str:
 
 _CONNECTIONS: dict[str, sqlite3.Connection] = {}
 
-#: Address space of a worker process (bytes): a query that needs more fails or kills only its worker.
+#: Memory a worker process may add to what it inherited (bytes): a query that needs more fails
+#: or kills only its worker.
 WORKER_MEMORY_BYTES = 2 * 1024**3
 #: SQLite's heap in a worker (bytes): past it, a query fails with "out of memory", the worker lives.
 WORKER_SQLITE_HEAP_BYTES = 512 * 1024**2
 
 
+def _address_space() -> int:
+    """This process's virtual memory size in bytes (``/proc/self/statm``), 0 if unknown."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _init_worker(memory_bytes: int, sqlite_heap_bytes: int) -> None:
-    """Worker start: cap the address space and SQLite's heap."""
+    """Worker start: let the address space grow by at most ``memory_bytes`` beyond what the fork
+    inherited (shared, copy-on-write pages of the parent, e.g. a loaded LLM, are not new memory)
+    and cap SQLite's heap."""
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    limit = _address_space() + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     sqlite3.connect(":memory:").execute(f"PRAGMA hard_heap_limit = {int(sqlite_heap_bytes)}")
 
 
@@ -238,7 +251,8 @@ class SQLiteExecutor:
         max_workers: worker processes (default: the number of CPU cores).
         timeout_s: per-query time limit in seconds (default 5, as in SymGen).
         max_rows: rows fetched per query at most (default 10,000).
-        memory_bytes: address space of each worker (default :data:`WORKER_MEMORY_BYTES`).
+        memory_bytes: memory each worker may add to its forked address space (default
+            :data:`WORKER_MEMORY_BYTES`).
 
     Use as a context manager, or call :meth:`close`.
     """
@@ -258,13 +272,14 @@ class SQLiteExecutor:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> pebble.ProcessPool:
-        # "spawn": a fresh interpreter per worker, not a fork of a parent that may hold an LLM
-        # (its address space would count against the worker's memory cap).
+        # "fork" (Linux's default): "spawn" and "forkserver" re-import the caller's __main__ in
+        # every worker, which breaks scripts without an `if __name__ == "__main__"` guard and
+        # code read from stdin. The memory cap is relative to the forked address space.
         return pebble.ProcessPool(
             max_workers=self.max_workers,
             initializer=_init_worker,
             initargs=(self.memory_bytes, WORKER_SQLITE_HEAP_BYTES),
-            context=multiprocessing.get_context("spawn"),
+            context=multiprocessing.get_context("fork"),
         )
 
     def _backstop(self, num_queries: int) -> float:
