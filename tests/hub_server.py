@@ -90,6 +90,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         return (self.headers.get("Authorization") or "").startswith("Bearer ")
 
+    def _at(self, repo_id: str, revision: str) -> tuple[Repo | None, Commit | None]:
+        """The repository and the commit a revision names, or an error answer and ``None``."""
+        repo = self._repo(repo_id)
+        if repo is None:
+            return None, None
+        commit = repo.resolve(revision)
+        if commit is None:
+            self._error(404, f"Invalid rev id: {unquote(revision)}", code="RevisionNotFound")
+        return repo, commit
+
     def _repo(self, repo_id: str) -> Repo | None:
         repo = self.hub.repos.get(repo_id)
         if repo is None or (repo.private and not self._authorized()):
@@ -192,12 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
         return entry
 
     def _info(self, repo_id: str, revision: str):
-        repo = self._repo(repo_id)
-        if repo is None:
-            return None
-        commit = repo.resolve(revision)
+        repo, commit = self._at(repo_id, revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {unquote(revision)}", code="RevisionNotFound")
+            return None
         card = commit.files.get("README.md", b"").decode()
         card_data = {}
         if card.startswith("---"):
@@ -223,12 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def _tree(self, repo_id: str, revision: str, folder: str, recursive: bool):
-        repo = self._repo(repo_id)
-        if repo is None:
-            return None
-        commit = repo.resolve(revision)
+        repo, commit = self._at(repo_id, revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {unquote(revision)}", code="RevisionNotFound")
+            return None
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         entries, folders = [], set()
         for path, content in sorted(commit.files.items()):
@@ -249,12 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, listing + entries)
 
     def _paths_info(self, repo_id: str, revision: str, body: bytes):
-        repo = self._repo(repo_id)
-        if repo is None:
-            return None
-        commit = repo.resolve(revision)
+        repo, commit = self._at(repo_id, revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {unquote(revision)}", code="RevisionNotFound")
+            return None
         if self.headers.get("Content-Type", "").startswith("application/json"):
             payload = json.loads(body)
             paths, expand = payload.get("paths", []), payload.get("expand", False)
@@ -271,12 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, result)
 
     def _resolve(self, repo_id: str, revision: str, path: str):
-        repo = self._repo(repo_id)
-        if repo is None:
-            return None
-        commit = repo.resolve(revision)
+        repo, commit = self._at(repo_id, revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {unquote(revision)}", code="RevisionNotFound")
+            return None
         if path not in commit.files:
             self.send_response(404)
             self.send_header("X-Error-Code", "EntryNotFound")
@@ -360,12 +358,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"commitOid": commit.sha, "commitUrl": f"{self._url(repo_id)}/commit/{commit.sha}", "pullRequestUrl": None})
 
     def _tag(self, repo_id: str, revision: str, payload: dict):
-        repo = self._repo(repo_id)
-        if repo is None:
-            return None
-        commit = repo.resolve(revision)
+        repo, commit = self._at(repo_id, revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {unquote(revision)}", code="RevisionNotFound")
+            return None
         tag = payload["tag"]
         if tag in repo.tags:
             return self._error(409, f"Tag {tag} already exists")

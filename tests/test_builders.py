@@ -62,3 +62,19 @@ def test_spider_builder_config_carries_the_task():
     builder = SpiderSynth(generator="tgi:http://127.0.0.1:9", num_questions=3)
     assert builder.config.task == "spider" and builder.config.settings().num_questions == 3
     assert builder.info.license == "cc-by-sa-4.0"
+
+
+def test_builder_config_defaults_match_the_cli():
+    """The BuilderConfig mirrors GenerateSettings; a drifted default would change the data."""
+    from dataclasses import MISSING, fields
+
+    from symgen_datasets.builders import SymgenBuilderConfig
+    from symgen_datasets.pipeline import GenerateSettings
+
+    settings = {f.name: f for f in fields(GenerateSettings)}
+    config = {f.name: f for f in fields(SymgenBuilderConfig)}
+    shared = set(settings) & set(config)
+    assert shared >= {"demos", "db_dir", "questions", "num_questions", "num_samples", "min_votes", "temperature",
+                      "seed", "concurrency", "generator", "timeout_s", "max_retries"}
+    for name in shared - {"task"}:
+        assert config[name].default == settings[name].default != MISSING, name
