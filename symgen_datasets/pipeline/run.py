@@ -194,8 +194,9 @@ def _quiet_datasets():
 
 def _answer_batch_size(generator: Generator, num_samples: int) -> int:
     """Questions per answer-generation batch: enough requests to keep the backend's concurrency
-    busy (4 rounds), and one question at a time for in-process backends, so progress shows."""
-    return max(1, math.ceil(4 * generator.concurrency / num_samples)) if generator.concurrency > 1 else 1
+    busy for 16 rounds (the batch boundary idles the server for part of one round), and one
+    question at a time for in-process backends, so progress shows."""
+    return max(1, math.ceil(16 * generator.concurrency / num_samples)) if generator.concurrency > 1 else 1
 
 
 def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
