@@ -19,7 +19,7 @@ from ..generators.cache import CachedGenerator, ResponseCache
 from ..hub.card import render_card
 from ..hub.folder import check_output, write_dataset_folder
 from ..io import validate_record
-from ..tasks import get_task
+from ..tasks import DatabaseDirectory, TextToSQLTask, get_task
 from ..verifiers import SQLiteExecutor
 from .stages import StageContext, generate_answers, generate_questions, select, verify
 
@@ -93,12 +93,16 @@ class GenerateSettings:
     max_requests: int | None = None
     cache: bool = True
 
+    def output_folder(self) -> Path:
+        """The dataset folder: ``output``, else ``./<task>-synth``."""
+        return Path(self.output or f"./{self.task}-synth")
+
     def work_folder(self) -> Path:
         """Where the response cache lives: ``work_dir``, else ``.<output name>.work`` beside the
         output folder (so the same command finds it again)."""
         if self.work_dir:
             return Path(self.work_dir)
-        output = Path(self.output or f"./{self.task}-synth")
+        output = self.output_folder()
         return output.parent / f".{output.name}.work"
 
     def check(self) -> None:
@@ -150,19 +154,47 @@ def _sha256_lines(rows: list[dict]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run_metadata(result: "GenerateResult", demonstrations: list[dict]) -> dict:
+@dataclass
+class RunInputs:
+    """A run's checked inputs: the task, its databases and demonstrations, and either the
+    questions given with ``--questions`` or the number of questions to generate."""
+
+    task: TextToSQLTask
+    databases: DatabaseDirectory
+    demonstrations: list[dict]
+    provided: list[dict] | None
+    num_questions: int | None
+
+
+def load_inputs(settings: GenerateSettings) -> RunInputs:
+    """Check the settings and read every input, before anything is sent to an LLM.
+
+    Raises:
+        InputError: an option out of range, or a bad file (named with its line), an unknown
+            ``db_id`` or a missing database.
+    """
+    settings.check()
+    task = get_task(settings.task)
+    databases = task.databases(settings.db_dir)
+    demonstrations = task.load_demonstrations(settings.demos)
+    provided = task.load_questions(settings.questions, databases) if settings.questions else None
+    num_questions = None if provided is not None else (settings.num_questions or task.default_num_questions)
+    return RunInputs(task, databases, demonstrations, provided, num_questions)
+
+
+def run_metadata(result: "GenerateResult", inputs: RunInputs) -> dict:
     """The ``symgen`` block of the dataset card: everything needed to understand and re-check the
     run (see :mod:`symgen_datasets.hub.card`)."""
     from .. import __version__
 
-    task = get_task(result.settings.task)
+    task, demonstrations = inputs.task, inputs.demonstrations
     settings = result.settings
     return {
         "tool_version": __version__,
         "task": task.name,
         "generator": {"spec": result.generator_spec, "model": result.generator_model, "revision": result.generator_revision},
         "settings": {
-            "num_questions": None if settings.questions else (settings.num_questions or task.default_num_questions),
+            "num_questions": inputs.num_questions,
             "questions_file": Path(settings.questions).name if settings.questions else None,
             "num_samples": settings.num_samples,
             "min_votes": settings.min_votes,
@@ -214,14 +246,11 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
         GenerationError: the LLM backend failed for good or cannot be reached, or no question
             was kept (an empty split cannot be loaded with ``load_dataset``).
     """
-    settings.check()
-    task = get_task(settings.task)
-    output = Path(settings.output or f"./{task.name}-synth")
+    inputs = load_inputs(settings)
+    output = settings.output_folder()
     if write:
         check_output(output, settings.overwrite)
-    databases = task.databases(settings.db_dir)
-    demonstrations = task.load_demonstrations(settings.demos)
-    provided = task.load_questions(settings.questions, databases) if settings.questions else None
+    task, databases, demonstrations, provided = inputs.task, inputs.databases, inputs.demonstrations, inputs.provided
     if provided is None:
         for db_id in databases.db_ids:  # open every database now: a broken file fails before the LLM runs
             databases.get(db_id)
@@ -250,9 +279,8 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
                 questions = [dict(q, question_source="provided") for q in provided]
                 context.count("questions_provided", len(questions))
             else:
-                num_questions = settings.num_questions or task.default_num_questions
-                context.count("questions_asked", num_questions)
-                questions = generate_questions(context, num_questions)
+                context.count("questions_asked", inputs.num_questions)
+                questions = generate_questions(context, inputs.num_questions)
             context.count("questions", len(questions))
             dataset = _run_answer_stages(context, questions, settings)
     finally:
@@ -289,7 +317,7 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
         retries=generator.retries,
         cached=getattr(generator, "hits", 0),
     )
-    result.metadata = run_metadata(result, demonstrations)
+    result.metadata = run_metadata(result, inputs)
     if write:
 
         def card(configs: list[dict]) -> str:
@@ -365,21 +393,19 @@ def dry_run(settings: GenerateSettings) -> DryRunEstimate:
     """
     from .stages import MAX_QUESTION_REQUESTS_PER_QUESTION, QUESTIONS_PER_PROMPT
 
-    settings.check()
-    task = get_task(settings.task)
-    databases = task.databases(settings.db_dir)
-    demonstrations = task.load_demonstrations(settings.demos)
+    inputs = load_inputs(settings)
+    task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
     generator = from_spec(settings.generator, concurrency=settings.concurrency)
     count = generator.count_tokens
     k = settings.num_samples
-    if settings.questions:
-        questions = task.load_questions(settings.questions, databases)
+    if inputs.provided is not None:
+        questions = inputs.provided
         answer_tokens = sum(
             count(task.answer_prompt(databases.get(q["db_id"]), q["question"], demonstrations, count)) for q in questions
         )
         return DryRunEstimate((0, 0), len(questions), len(questions) * k, answer_tokens * k,
                               len(questions) * k * task.sampling.answer_max_new_tokens)
-    n = settings.num_questions or task.default_num_questions
+    n = inputs.num_questions
     first = math.ceil(n * 1.25 / QUESTIONS_PER_PROMPT)
     most = MAX_QUESTION_REQUESTS_PER_QUESTION * n
     rng = random.Random(settings.seed)
