@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Coroutine, Sequence, TypeVar
 
 import tenacity
-from tqdm.auto import tqdm
 
 from ..errors import GenerationError, InputError, SymgenError
 
@@ -237,28 +236,19 @@ class EventLoopThread:
 async def sample_many(
     generator: Generator,
     requests: Sequence[tuple[str, SamplingParams, Sequence[int]]],
-    progress: tqdm | None = None,
 ) -> list[list[Completion]]:
     """Run ``(prompt, params, seeds)`` requests concurrently (the generator bounds how many are
     in flight).
-
-    Args:
-        progress: a progress bar to advance by one per finished request, if any.
 
     Returns:
         The completions of each request, aligned with ``requests``.
 
     Raises:
         GenerationError: the first request that failed for good; the others are cancelled.
+        BudgetExhausted: ``--max-requests`` was reached; admitted requests finish first.
     """
 
-    async def one(prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
-        completions = await generator.sample(prompt, params, seeds)
-        if progress is not None:
-            progress.update(1)
-        return completions
-
-    tasks = [asyncio.ensure_future(one(*request)) for request in requests]
+    tasks = [asyncio.ensure_future(generator.sample(*request)) for request in requests]
     try:
         return list(await asyncio.gather(*tasks))
     except BudgetExhausted:
