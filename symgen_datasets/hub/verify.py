@@ -89,6 +89,7 @@ def reverify(source: str, db_dir: str | None = None, max_workers: int | None = N
         context = StageContext(task=task, databases=databases, executor=executor)
         revoted = candidates.select_columns(["question", "db_id", "candidates", "candidate_logprobs"]).map(
             verify, batched=True, batch_size=32, fn_kwargs={"context": context}, desc="re-verification",
+            # keyed by the candidates' own (content-derived) fingerprint: new candidates, new cache
             new_fingerprint=f"reverify-{candidates._fingerprint}",
         )
     kept = revoted.filter(select, batched=True, fn_kwargs={"min_votes": settings["min_votes"]})
