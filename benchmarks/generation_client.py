@@ -3,8 +3,8 @@
 The server answers every request after a fixed latency L and serves at most C requests at once
 (the others wait), so its capacity is C / L requests per second. Measured in one run:
 
-* the client alone: ``TGIGenerator`` (huggingface_hub's AsyncInferenceClient) with ``concurrency=C``
-  driven by ``sample_many``, all requests submitted at once;
+* the client alone: ``TGIGenerator`` (aiohttp) with ``concurrency=C`` driven by ``sample_many``,
+  all requests submitted at once;
 * the whole answer-generation stage of ``symgen generate --questions`` (batched ``Dataset.map``,
   caching on), K=20 samples per question.
 

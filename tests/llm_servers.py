@@ -1,23 +1,26 @@
 """Loopback LLM servers speaking the real protocols, for tests and benchmarks (test infrastructure).
 
-* TGI native API: ``POST /`` and ``POST /generate`` with ``{"inputs", "parameters"}``, answering
-  ``[{"generated_text", "details": {"tokens": [{"logprob", ...}], ...}}]``; ``GET /info``.
+* TGI native API: ``POST /generate`` with ``{"inputs", "parameters"}``, answering
+  ``{"generated_text", "details": {"tokens": [{"logprob", ...}], ...}}`` (``POST /``: a list of
+  one); ``GET /info``.
 * OpenAI-compatible: ``POST /v1/chat/completions`` (with ``logprobs``) and ``GET /v1/models``.
 
 What the "model" answers is a :class:`Responder`: a function of (prompt, parameters, seed). The
-servers also inject faults on request (status codes with ``Retry-After``) to test retries.
+servers also inject faults on request (status codes with ``Retry-After``, dropped connections)
+to test retries.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import random
 import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
+
+from aiohttp import web
 
 #: (prompt, sampling parameters, seed) -> (text, per-token log-probabilities)
 Responder = Callable[[str, dict, int], tuple[str, list[float]]]
@@ -107,93 +110,26 @@ class Faults:
         return self.status
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "LLMServer._Server"
-    protocol_version = "HTTP/1.1"
+def tgi_output(text: str, logprobs: list[float], seed: int, details: bool) -> dict:
+    """A TGI ``/generate`` answer for ``text`` with per-token ``logprobs``."""
+    tokens = [{"id": i, "text": "t", "logprob": lp, "special": False} for i, lp in enumerate(logprobs)]
+    detail = {"finish_reason": "stop_sequence", "generated_tokens": len(tokens), "seed": seed, "prefill": [], "tokens": tokens}
+    return {"generated_text": text, "details": detail if details else None}
 
-    def log_message(self, *args) -> None:  # quiet
-        pass
 
-    def _send(self, status: int, body: dict | list, headers: dict | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length) or b"{}")
-
-    def do_GET(self) -> None:
-        owner = self.server.owner
-        if self.path.rstrip("/") == "/info":
-            self._send(200, {"model_id": owner.model_id, "model_sha": "0123456789abcdef", "max_input_tokens": 8000, "max_total_tokens": 8192})
-        elif self.path.rstrip("/") == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": owner.model_id, "object": "model", "owned_by": "test"}]})
-        else:
-            self._send(404, {"error": f"no route {self.path}"})
-
-    def do_POST(self) -> None:
-        owner = self.server.owner
-        body = self._body()
-        number = owner._next_request()
-        faults = owner.faults
-        fault = faults.pick(number)
-        if fault == "drop":
-            self.close_connection = True
-            self.connection.shutdown(2)
-            return
-        if fault is not None:
-            headers = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
-            self._send(int(fault), {"error": "injected fault", "error_type": "overloaded"}, headers)
-            return
-        path = self.path.rstrip("/")
-        if path not in ("", "/generate", "/v1/chat/completions"):
-            self._send(404, {"error": f"no route {self.path}"})
-            return
-        if owner.capacity is not None:
-            owner.capacity.acquire()
-        try:
-            (self._openai if path == "/v1/chat/completions" else self._tgi)(body)
-        finally:
-            if owner.capacity is not None:
-                owner.capacity.release()
-
-    def _tgi(self, body: dict) -> None:
-        owner = self.server.owner
-        parameters = body.get("parameters") or {}
-        seed = parameters.get("seed") or 0
-        owner.seen.append({"prompt": body["inputs"], "parameters": parameters})
-        time.sleep(owner.latency_s)  # recorded on arrival, answered after the latency
-        text, logprobs = owner.responder(body["inputs"], parameters, seed)
-        text = _cut(text, parameters.get("stop") or [])
-        tokens = [{"id": i, "text": "t", "logprob": lp, "special": False} for i, lp in enumerate(logprobs)]
-        details = {"finish_reason": "stop_sequence", "generated_tokens": len(tokens), "seed": seed, "prefill": [], "tokens": tokens}
-        self._send(200, [{"generated_text": text, "details": details if parameters.get("details") else None}])
-
-    def _openai(self, body: dict) -> None:
-        owner = self.server.owner
-        prompt = body["messages"][-1]["content"]
-        seed = body.get("seed") or 0
-        owner.seen.append({"prompt": prompt, "parameters": body})
-        time.sleep(owner.latency_s)
-        text, logprobs = owner.responder(prompt, body, seed)
-        text = _cut(text, body.get("stop") or [])
-        content = [{"token": "t", "logprob": lp, "bytes": None, "top_logprobs": []} for lp in logprobs]
-        self._send(200, {
-            "id": f"chatcmpl-{owner.requests}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model") or owner.model_id, "system_fingerprint": "test",
-            "choices": [{
-                "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": {"content": content} if body.get("logprobs") else None,
-                "finish_reason": "stop",
-            }],
-            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(logprobs), "total_tokens": 0},
-        })
+def chat_completion(number: int, model: str, prompt: str, text: str, logprobs: list[float], with_logprobs: bool) -> dict:
+    """An OpenAI ``chat.completion`` answer for ``text`` with per-token ``logprobs``."""
+    content = [{"token": "t", "logprob": lp, "bytes": None, "top_logprobs": []} for lp in logprobs]
+    return {
+        "id": f"chatcmpl-{number}", "object": "chat.completion", "created": int(time.time()),
+        "model": model, "system_fingerprint": "test",
+        "choices": [{
+            "index": 0, "message": {"role": "assistant", "content": text},
+            "logprobs": {"content": content} if with_logprobs else None,
+            "finish_reason": "stop",
+        }],
+        "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(logprobs), "total_tokens": 0},
+    }
 
 
 def _cut(text: str, stops: list[str]) -> str:
@@ -203,15 +139,14 @@ def _cut(text: str, stops: list[str]) -> str:
 
 
 class LLMServer:
-    """A threaded HTTP server on 127.0.0.1 (a free port) serving both protocols.
+    """An asyncio HTTP server (aiohttp) on 127.0.0.1 (a free port), in a thread of its own,
+    serving both protocols. Each request takes ``latency_s``; with ``capacity``, at most that many
+    are served at once (the others wait), like a real server's batch size, so the server's
+    capacity is ``capacity / latency_s`` requests per second.
 
-    Use as a context manager; :attr:`url` is its root URL; :attr:`seen` lists the requests.
+    Use as a context manager; :attr:`url` is its root URL; :attr:`seen` lists the requests;
+    :attr:`requests` counts the POSTs (faulty ones included).
     """
-
-    class _Server(ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 256  # the listen backlog: many clients connect at once
-        owner: "LLMServer"
 
     def __init__(
         self,
@@ -222,28 +157,82 @@ class LLMServer:
         capacity: int | None = None,
     ):
         self.responder = responder
-        #: at most this many requests are served at once (the others wait), like a real server's batch size
-        self.capacity = threading.BoundedSemaphore(capacity) if capacity else None
         self.faults = faults or Faults()
         self.latency_s = latency_s
         self.model_id = model_id
+        self.capacity = capacity
         self.requests = 0
         self.seen: list[dict] = []
-        self._lock = threading.Lock()
-        self._server = self._Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="llm-server", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._slots: asyncio.Semaphore | None = None
 
-    def _next_request(self) -> int:
-        with self._lock:
-            self.requests += 1
-            return self.requests
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/info", self._info)
+        app.router.add_get("/v1/models", self._models)
+        for path in ("/", "/generate", "/v1/chat/completions"):
+            app.router.add_post(path, self._post)
+        return app
+
+    async def _info(self, request: web.Request) -> web.Response:
+        return web.json_response({"model_id": self.model_id, "model_sha": "0123456789abcdef",
+                                  "max_input_tokens": 8000, "max_total_tokens": 8192})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model_id, "object": "model", "owned_by": "test"}]})
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests += 1
+        fault = self.faults.pick(self.requests)
+        if fault == "drop":  # the connection dies mid-request, with no answer
+            request.transport.abort()
+            return web.Response()
+        if fault is not None:
+            headers = {"Retry-After": str(self.faults.retry_after)} if self.faults.retry_after is not None else {}
+            return web.json_response({"error": "injected fault", "error_type": "overloaded"}, status=int(fault), headers=headers)
+        if self._slots is not None:
+            await self._slots.acquire()
+        try:
+            if request.path == "/v1/chat/completions":
+                prompt, parameters, seed = body["messages"][-1]["content"], body, body.get("seed") or 0
+            else:
+                parameters = body.get("parameters") or {}
+                prompt, seed = body["inputs"], parameters.get("seed") or 0
+            self.seen.append({"prompt": prompt, "parameters": parameters})
+            await asyncio.sleep(self.latency_s)  # the slot is busy for latency_s
+            text, logprobs = self.responder(prompt, parameters, seed)
+            text = _cut(text, parameters.get("stop") or [])
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+        if request.path == "/v1/chat/completions":
+            return web.json_response(chat_completion(self.requests, body.get("model") or self.model_id, prompt, text,
+                                                     logprobs, bool(body.get("logprobs"))))
+        output = tgi_output(text, logprobs, seed, bool(parameters.get("details")))
+        return web.json_response([output] if request.path == "/" else output)  # POST / answers a list
+
+    async def _start(self) -> str:
+        if self.capacity:
+            self._slots = asyncio.Semaphore(self.capacity)
+        self._runner = web.AppRunner(self._app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
 
     def __enter__(self) -> "LLMServer":
         self._thread.start()
+        self.url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()

@@ -49,7 +49,7 @@ def test_half_right_llm_over_tgi_keeps_correct_rows(tmp_path, oracle, geoquery_d
     assert correct >= 0.95 * len(rows)
     assert set(rows["question_source"]) == {"provided"} and set(rows["db_id"]) == {"geography_db"}
     assert all(r["votes"] >= 3 and r["num_candidates"] == 10 and r["logprob"] is not None for r in rows)
-    assert set(rows["generator"]) == {f"tgi:{server.url} (test-llm)"}  # model id from GET /info
+    assert set(rows["generator"]) == {"tgi (test-llm)"}  # model id from GET /info, not the server's address
     candidates = load_rows(out, "candidates")
     assert len(candidates) == 280 and all(len(c["candidates"]) == 10 for c in candidates)
     assert {s for c in candidates for s in c["candidate_status"]} <= {"ok", "error", "unparsed", "timeout", "crash"}
@@ -235,15 +235,16 @@ def test_embedded_without_its_package_says_how_to_install(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_hub_offline_mode_with_a_remote_generator_is_explained(tmp_path, oracle):
+def test_a_remote_generator_works_in_hub_offline_mode(tmp_path, oracle):
+    """HF_HUB_OFFLINE=1 (no Hub access) does not stop requests to an LLM server."""
     with LLMServer(oracle) as server:
         result = subprocess.run(
             [sys.executable, "-m", "symgen_datasets.cli", "generate", "geoquery_sql", "--generator", f"tgi:{server.url}",
-             "--output", str(tmp_path / "out")],
+             "--num-questions", "3", "--num-samples", "4", "--min-votes", "1", "--output", str(tmp_path / "out")],
             capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
         )
-    assert result.returncode == 2 and "unset HF_HUB_OFFLINE" in result.stderr
-    assert server.requests == 0 and not (tmp_path / "out").exists()
+    assert result.returncode == 0, result.stderr
+    assert server.requests > 0 and len(load_rows(tmp_path / "out")) >= 1
 
 
 def test_a_run_that_keeps_nothing_says_why_and_writes_nothing(tmp_path, capsys):

@@ -51,7 +51,7 @@ def test_retries_on_503_and_429_honouring_retry_after(kind, loop):
     params = SamplingParams(0.8, 20, stop=("\n\n",))
     for status in (503, 429):
         with LLMServer(echo, faults=Faults(every=2, status=status, retry_after=0.2)) as server:
-            generator = from_spec(f"{kind}:{server.url}#m", concurrency=1, retry=FAST_RETRY)
+            generator = from_spec(f"{kind}:{server.url}" + ("#m" if kind == "openai" else ""), concurrency=1, retry=FAST_RETRY)
             start = time.monotonic()
             results = loop.run(sample_many(generator, [("p", params, [1, 2, 3])]))
             elapsed = time.monotonic() - start
@@ -84,7 +84,8 @@ def test_unreachable_server(spec, loop):
         loop.run(generator.check())
 
 
-@pytest.mark.parametrize("spec", ["gpt4", "tgi:localhost:8080", "openai:", "transformers:", "embedded:x"])
+@pytest.mark.parametrize("spec", ["gpt4", "tgi:localhost:8080", "openai:", "transformers:", "embedded:x",
+                                  "tgi:http://a:1#model", "tgi:http://a:1,b:2"])
 def test_bad_specs(spec):
     with pytest.raises(InputError, match="--generator"):
         from_spec(spec)
@@ -98,3 +99,42 @@ def test_concurrency_is_bounded(loop):
         elapsed = time.monotonic() - start
     # 16 requests of 50 ms, 4 at a time: at least 4 waves
     assert server.requests == 16 and elapsed >= 0.2
+
+
+@pytest.mark.parametrize("kind", ["tgi", "openai"])
+def test_requests_are_spread_over_several_servers(kind, loop):
+    params = SamplingParams(0.8, 20, stop=("\n\n",))
+    requests = [(f"-- Question: q{i}\n", params, list(range(i * 8, i * 8 + 8))) for i in range(6)]
+    with LLMServer(echo, latency_s=0.02) as one:
+        single = from_spec(f"{kind}:{one.url}", concurrency=8, retry=FAST_RETRY)
+        loop.run(single.check())
+        alone = loop.run(sample_many(single, requests))
+        loop.run(single.aclose())
+    with LLMServer(echo, latency_s=0.02) as first, LLMServer(echo, latency_s=0.02) as second:
+        generator = from_spec(f"{kind}:{first.url},{second.url}", concurrency=8, retry=FAST_RETRY)
+        loop.run(generator.check())
+        spread = loop.run(sample_many(generator, requests))
+        loop.run(generator.aclose())
+    assert spread == alone  # the same seeded requests get the same answers wherever they go
+    assert sum(generator.served) == 48 + 1 and min(generator.served) >= 20  # both servers did about half
+    assert generator.provenance == single.provenance == f"{kind} (test-llm)"
+    assert generator.identity == single.identity  # the response cache does not depend on the servers
+
+
+def test_servers_of_different_models_are_refused(loop):
+    with LLMServer(echo) as first, LLMServer(echo, model_id="other-llm") as second:
+        generator = from_spec(f"tgi:{first.url},{second.url}", retry=FAST_RETRY)
+        with pytest.raises(GenerationError, match="different models.*other-llm"):
+            loop.run(generator.check())
+        loop.run(generator.aclose())
+
+
+def test_a_dead_server_among_several_is_avoided_by_retries(loop):
+    """A request that fails on a dead server is retried, and goes to the live one."""
+    with LLMServer(echo) as live:
+        generator = from_spec(f"tgi:{live.url},http://127.0.0.1:9", concurrency=4,
+                              retry=RetryPolicy(max_attempts=6, initial_wait_s=0.01, max_wait_s=0.02))
+        completions = loop.run(sample_many(generator, [("p", SamplingParams(0.8, 5, ("\n\n",)), list(range(12)))]))[0]
+        loop.run(generator.aclose())
+    assert [c.text for c in completions] == [f"SELECT {i};\n\n" for i in range(12)]
+    assert generator.retries >= 1 and live.requests == 12

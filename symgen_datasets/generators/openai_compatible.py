@@ -1,25 +1,21 @@
 """OpenAI-compatible chat completions backend (vLLM, SGLang, TGI's Messages API, llama.cpp's
-server, OpenAI), through huggingface_hub's :class:`~huggingface_hub.AsyncInferenceClient`."""
+server, OpenAI): ``POST /v1/chat/completions`` with ``logprobs``, ``GET /v1/models``."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import urllib.error
-import urllib.request
-
-from huggingface_hub import AsyncInferenceClient
+from typing import Sequence
 
 from ..errors import GenerationError
 from .base import Completion, RemoteGenerator, RetryPolicy, SamplingParams
+from .tgi import mean_logprob
 
 
 class OpenAIGenerator(RemoteGenerator):
     """Samples from ``POST {url}/v1/chat/completions``; the prompt is sent as one user message.
 
     Args:
-        url: the server's base URL (with or without ``/v1``).
+        urls: the servers' base URLs (with or without ``/v1``); requests are spread over them.
         model: the model name to request; ``None`` asks ``GET {url}/v1/models`` for the first one.
         api_key: the bearer token; default ``$OPENAI_API_KEY`` (never printed or stored).
         concurrency, retry, timeout_s: as in :class:`~symgen_datasets.generators.tgi.TGIGenerator`.
@@ -28,65 +24,62 @@ class OpenAIGenerator(RemoteGenerator):
     token log-probabilities (``None`` if the server returns none).
     """
 
+    backend = "openai"
+
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         model: str | None = None,
         api_key: str | None = None,
         concurrency: int = 16,
         retry: RetryPolicy | None = None,
         timeout_s: float = 120.0,
     ):
-        super().__init__(concurrency, retry)
-        self.url = url.rstrip("/")
-        self.base = self.url[: -len("/v1")] if self.url.endswith("/v1") else self.url
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        super().__init__([u.rstrip("/").removesuffix("/v1") for u in urls], concurrency, retry, timeout_s)
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.model = model or ""
-        self._timeout_s = timeout_s
-        self._client = AsyncInferenceClient(base_url=self.url, api_key=self._api_key, timeout=timeout_s)
 
     @property
     def spec(self) -> str:  # type: ignore[override]
-        return f"openai:{self.url}#{self.model}" if self.model else f"openai:{self.url}"
+        servers = f"openai:{','.join(self.urls)}"
+        return f"{servers}#{self.model}" if self.model else servers
 
-    def _first_model(self) -> str:
-        request = urllib.request.Request(
-            f"{self.base}/v1/models", headers={"Authorization": f"Bearer {self._api_key}"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                models = json.load(response).get("data") or []
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise GenerationError(
-                f"openai:{self.url}: cannot list models at {self.base}/v1/models ({error}); "
-                "is the server up? You can name the model as openai:URL#MODEL"
-            ) from None
-        if not models:
-            raise GenerationError(f"openai:{self.url}: the server lists no model; use openai:URL#MODEL")
-        return models[0]["id"]
+    def _headers(self, url: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
 
     async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
-        output = await self._client.chat_completion(
-            [{"role": "user", "content": prompt}],
-            model=self.model,
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            seed=seed,
-            stop=list(params.stop) or None,
-            logprobs=True,
-        )
-        choice = output.choices[0]
-        content = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
-        logprobs = [t.logprob for t in content if t.logprob is not None]
-        mean = sum(logprobs) / len(logprobs) if logprobs else None
-        return Completion(choice.message.content or "", mean)
+        payload = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "seed": seed,
+            "logprobs": True,
+        }
+        if params.stop:
+            payload["stop"] = list(params.stop)
+        output = await self._post_json("/v1/chat/completions", payload)
+        try:
+            choice = output["choices"][0]
+            content = (choice.get("logprobs") or {}).get("content") or []
+            return Completion(choice["message"].get("content") or "", mean_logprob([t.get("logprob") for t in content]))
+        except (AttributeError, IndexError, KeyError, TypeError):
+            raise GenerationError(
+                f"{self.spec}: not a chat completion ({str(output)[:200]}); is this an OpenAI-compatible server?"
+            ) from None
 
     async def check(self) -> None:
-        """Find the model name if none was given, then send one 1-token request."""
-        self.refuse_offline_mode()
-        if not self.model:
-            self.model = await asyncio.to_thread(self._first_model)
-        await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
+        """Find the model name if none was given (``GET /v1/models`` on the first server), then
+        send one 1-token request.
 
-    async def aclose(self) -> None:
-        await self._client.close()
+        Raises:
+            GenerationError: a server cannot be reached or lists no model.
+        """
+        if not self.model:
+            listing = (await self._get_json_everywhere("/v1/models"))[0]
+            models = (listing or {}).get("data") or [] if isinstance(listing, dict) else []
+            if not models:
+                raise GenerationError(f"{self.spec}: the server lists no model; use openai:URL#MODEL")
+            self.model = models[0]["id"]
+        await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)

@@ -1,72 +1,86 @@
-"""text-generation-inference (TGI) native API backend, through huggingface_hub's
-:class:`~huggingface_hub.AsyncInferenceClient` (``POST /generate`` semantics with ``details``
-for token log-probabilities)."""
+"""text-generation-inference (TGI) native API backend: ``POST /generate`` with ``details`` for
+token log-probabilities, ``GET /info`` for the model id and revision."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import urllib.error
-import urllib.request
+from typing import Sequence
+from urllib.parse import urlparse
 
-from huggingface_hub import AsyncInferenceClient
-
+from ..errors import GenerationError
 from .base import Completion, RemoteGenerator, RetryPolicy, SamplingParams
 
 
+def mean_logprob(logprobs: list) -> float | None:
+    """The mean of the known token log-probabilities, or ``None`` when there is none."""
+    known = [value for value in logprobs if value is not None]
+    return sum(known) / len(known) if known else None
+
+
 class TGIGenerator(RemoteGenerator):
-    """Samples from a TGI server's native API.
+    """Samples from one or more TGI servers' native API (``POST {url}/generate``).
 
     Args:
-        url: the server's root URL, e.g. ``http://localhost:8080``.
-        concurrency: requests in flight at most.
+        urls: the servers' root URLs, e.g. ``http://localhost:8080``; requests are spread over
+            them (they must serve the same model).
+        concurrency: requests in flight at most (all servers together).
         retry: the :class:`RetryPolicy` for 429/5xx/connection errors.
         timeout_s: per-request timeout in seconds.
 
-    Each request carries ``seed`` and ``details=True``; the completion's ``mean_logprob`` is the
-    mean of the generated tokens' ``logprob``.
+    Each request carries ``seed`` and ``details=true``; the completion's ``mean_logprob`` is the
+    mean of the generated tokens' ``logprob``. The Hugging Face token (``HF_TOKEN`` or the
+    stored login) is sent only to Inference Endpoints (``*.huggingface.cloud``).
     """
 
-    def __init__(self, url: str, concurrency: int = 16, retry: RetryPolicy | None = None, timeout_s: float = 120.0):
-        super().__init__(concurrency, retry)
-        self.url = url.rstrip("/")
-        self.spec = f"tgi:{self.url}"
+    backend = "tgi"
+
+    def __init__(self, urls: str | Sequence[str], concurrency: int = 16, retry: RetryPolicy | None = None,
+                 timeout_s: float = 120.0):
+        super().__init__(urls, concurrency, retry, timeout_s)
         self.model = ""  # filled from GET /info by check()
-        self._client = AsyncInferenceClient(model=self.url, timeout=timeout_s)
+
+    def _headers(self, url: str) -> dict[str, str]:
+        if (urlparse(url).hostname or "").endswith(".huggingface.cloud"):
+            from huggingface_hub import get_token
+
+            token = get_token()
+            return {"Authorization": f"Bearer {token}"} if token else {}
+        return {}
 
     async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
         sampling = params.temperature > 0
-        output = await self._client.text_generation(
-            prompt,
-            details=True,
-            max_new_tokens=params.max_new_tokens,
-            do_sample=sampling,
-            temperature=params.temperature if sampling else None,
-            seed=seed,
-            stop=list(params.stop) or None,
-            return_full_text=False,
-        )
-        tokens = output.details.tokens if output.details else []
-        logprobs = [t.logprob for t in tokens if t.logprob is not None]
-        mean = sum(logprobs) / len(logprobs) if logprobs else None
-        return Completion(output.generated_text, mean)
-
-    def _server_info(self) -> dict:
-        """TGI's ``GET /info`` (``model_id``, ``model_sha``, ...), or ``{}`` if the server has none."""
+        parameters = {
+            "details": True,
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": sampling,
+            "seed": seed,
+            "return_full_text": False,
+        }
+        if sampling:
+            parameters["temperature"] = params.temperature
+        if params.stop:
+            parameters["stop"] = list(params.stop)
+        output = await self._post_json("/generate", {"inputs": prompt, "parameters": parameters})
         try:
-            with urllib.request.urlopen(f"{self.url}/info", timeout=10) as response:
-                info = json.load(response)
-                return info if isinstance(info, dict) else {}
-        except (urllib.error.URLError, OSError, ValueError):
-            return {}
+            details = output.get("details") or {}
+            logprobs = [token.get("logprob") for token in details.get("tokens") or []]
+            return Completion(output["generated_text"], mean_logprob(logprobs))
+        except (AttributeError, KeyError, TypeError):
+            raise GenerationError(
+                f"{self.spec}: not a TGI /generate answer ({str(output)[:200]}); is this a TGI server? "
+                "For an OpenAI-compatible server use --generator openai:URL"
+            ) from None
 
     async def check(self) -> None:
-        """Send one 1-token request (retried as any other), then read the model id and revision."""
-        self.refuse_offline_mode()
-        await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
-        info = await asyncio.to_thread(self._server_info)
-        self.model = str(info.get("model_id") or "")
-        self.model_revision = str(info.get("model_sha") or "")
+        """Send one 1-token request (retried as any other), then read each server's ``GET /info``
+        (``model_id``, ``model_sha``).
 
-    async def aclose(self) -> None:
-        await self._client.close()
+        Raises:
+            GenerationError: a server cannot be reached, or the servers serve different models.
+        """
+        await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
+        infos = [info if isinstance(info, dict) else {} for info in await self._get_json_everywhere("/info")]
+        served = {(str(info.get("model_id") or ""), str(info.get("model_sha") or "")) for info in infos}
+        if len(served) > 1:
+            listing = "; ".join(f"{url}: {info.get('model_id')}@{info.get('model_sha')}" for url, info in zip(self.urls, infos))
+            raise GenerationError(f"{self.spec}: the servers serve different models ({listing}); give servers of one model")
+        self.model, self.model_revision = served.pop()
