@@ -10,8 +10,11 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import datasets
+from tqdm.auto import tqdm
+
 from .. import prompts
 from ..errors import GenerationError, InputError
 from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
@@ -21,7 +24,7 @@ from ..hub.folder import check_output, write_dataset_folder
 from ..io import validate_record
 from ..tasks import DatabaseDirectory, TextToSQLTask, get_task
 from ..verifiers import SQLiteExecutor
-from .stages import StageContext, generate_answers, generate_questions, select, verify
+from .stages import StageContext, answer_stream, generate_questions, select, verify
 
 #: Columns of a kept row, in order (Spider's names first, then provenance).
 ROW_COLUMNS = [
@@ -224,13 +227,6 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def _answer_batch_size(generator: Generator, num_samples: int) -> int:
-    """Questions per answer-generation batch: enough requests to keep the backend's concurrency
-    busy for 16 rounds (the batch boundary idles the server for part of one round), and one
-    question at a time for in-process backends, so progress shows."""
-    return max(1, math.ceil(16 * generator.concurrency / num_samples)) if generator.concurrency > 1 else 1
-
-
 def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
     """Run the SymGen pipeline: question generation (unless ``settings.questions``), answer
     generation, verification, selection; then write the dataset folder.
@@ -282,7 +278,8 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
                 context.count("questions_asked", inputs.num_questions)
                 questions = generate_questions(context, inputs.num_questions)
             context.count("questions", len(questions))
-            dataset = _run_answer_stages(context, questions, settings)
+            arrow_folder = settings.work_folder() / "arrow"
+            dataset = _run_answer_stages(context, _question_dataset(questions), settings, arrow_folder)
     finally:
         loop.run(generator.aclose())
         loop.close()
@@ -290,17 +287,20 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
             generator.cache.close()
 
     with _quiet_datasets():
-        kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes})
-        rows = kept.add_column("generator", [generator.provenance] * len(kept))
-        rows = rows.select_columns(ROW_COLUMNS).cast(ROW_FEATURES)
+        kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes},
+                              **_cache_file(dataset, arrow_folder / "kept.arrow"))
     context.count("questions_kept", len(kept))
     counts = _ordered_counts(context.counts)
-    if len(rows) == 0:
+    if len(kept) == 0:
         raise GenerationError(
             f"no question reached --min-votes {settings.min_votes} "
             f"({', '.join(f'{name} {value}' for name, value in counts.items())}); nothing was written. "
             "Lower --min-votes, raise --num-samples, or use a stronger --generator"
         )
+    with _quiet_datasets():
+        rows = kept.map(_to_rows, batched=True, fn_kwargs={"generator": generator.provenance},
+                        remove_columns=kept.column_names, features=ROW_FEATURES,
+                        **_cache_file(kept, arrow_folder / "rows.arrow"))
     for index, row in enumerate(rows):
         validate_record(row, task.row_schema, f"kept row {index}")
     histogram = sorted(Counter(dataset["votes"]).items())
@@ -424,33 +424,97 @@ def dry_run(settings: GenerateSettings) -> DryRunEstimate:
     return DryRunEstimate((first, most), n, completions, prompt_tokens, generated)
 
 
-def _run_answer_stages(context: StageContext, questions: list[dict], settings: GenerateSettings) -> datasets.Dataset:
-    """Answer generation then verification, as batched ``Dataset.map`` calls."""
-    if not questions:  # map adds no column to an empty dataset: give the full schema directly
+ANSWER_FEATURES = datasets.Features(
+    {
+        "question": datasets.Value("string"),
+        "db_id": datasets.Value("string"),
+        "question_source": datasets.Value("string"),
+        "question_index": datasets.Value("int64"),
+        "candidates": datasets.List(datasets.Value("string")),
+        "candidate_logprobs": datasets.List(datasets.Value("float64")),
+    }
+)
+
+
+def write_arrow(path: Path, features: datasets.Features, rows: Iterable[dict]) -> Path:
+    """Write ``rows`` (an iterable, consumed as it comes) to the Arrow file ``path`` with
+    ``datasets``' :class:`~datasets.arrow_writer.ArrowWriter`, all or nothing: the rows go to a
+    hidden temporary file renamed into place at the end, and the temporary file is removed if
+    ``rows`` raises.
+
+    Returns:
+        ``path``, ready for :meth:`datasets.Dataset.from_file` (memory-mapped, not loaded).
+    """
+    from datasets.arrow_writer import ArrowWriter
+
+    temporary = path.with_name(f".{path.name}.tmp")
+    writer = ArrowWriter(features=features, path=str(temporary), writer_batch_size=256)
+    try:
+        for row in rows:
+            writer.write(row)
+        writer.finalize()
+    except BaseException:
+        writer.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    writer.close()
+    temporary.replace(path)
+    return path
+
+
+def _answer_window(generator: Generator, num_samples: int) -> int:
+    """Questions in flight at once in :func:`answer_stream`: enough requests for four rounds of
+    the backend's concurrency, so one is always waiting when another finishes; one at a time for
+    in-process backends."""
+    return max(1, math.ceil(4 * generator.concurrency / num_samples)) + 1 if generator.concurrency > 1 else 1
+
+
+def _run_answer_stages(context: StageContext, questions: datasets.Dataset, settings: GenerateSettings,
+                       arrow_folder: Path) -> datasets.Dataset:
+    """Answer generation, streamed to ``answers.arrow``, then verification as a batched
+    ``Dataset.map`` into ``verified.arrow`` (both in ``arrow_folder``): neither holds the
+    candidates in memory.
+
+    ``questions`` has ``question``, ``db_id``, ``question_source`` and ``question_index`` (the
+    question's number in the whole run, which seeds its candidates)."""
+    if len(questions) == 0:  # map adds no column to an empty dataset: give the full schema directly
         return datasets.Dataset.from_dict({name: [] for name in CANDIDATE_FEATURES}, features=CANDIDATE_FEATURES)
-    columns = ("question", "db_id", "question_source")
-    dataset = datasets.Dataset.from_dict(
-        {name: [q[name] for q in questions] for name in columns},
-        features=datasets.Features({name: datasets.Value("string") for name in columns}),
-    )
+    arrow_folder.mkdir(parents=True, exist_ok=True)
+    window = _answer_window(context.generator, settings.num_samples)
+    stream = answer_stream(context, iter(questions), window)
+    progress = tqdm(stream, total=len(questions), desc="answer generation", unit="question")
+    answers = datasets.Dataset.from_file(str(write_arrow(arrow_folder / "answers.arrow", ANSWER_FEATURES, progress)))
     fingerprint = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode()).hexdigest()[:16]
-    dataset = dataset.map(
-        generate_answers,
-        batched=True,
-        batch_size=_answer_batch_size(context.generator, settings.num_samples),
-        with_indices=True,
-        fn_kwargs={"context": context},
-        desc="answer generation",
-        new_fingerprint=f"answers-{fingerprint}",
-    )
-    return dataset.map(
+    return answers.map(
         verify,
         batched=True,
         batch_size=32,
         fn_kwargs={"context": context},
         desc="verification",
+        cache_file_name=str(arrow_folder / "verified.arrow"),
+        load_from_cache_file=False,
         new_fingerprint=f"verify-{fingerprint}",
     )
+
+
+def _question_dataset(questions: list[dict]) -> datasets.Dataset:
+    """The questions to answer, numbered (``question_index``), as a dataset."""
+    columns = ("question", "db_id", "question_source")
+    table = {name: [q[name] for q in questions] for name in columns}
+    table["question_index"] = list(range(len(questions)))
+    features = {name: datasets.Value("string") for name in columns}
+    return datasets.Dataset.from_dict(table, features=datasets.Features({**features, "question_index": datasets.Value("int64")}))
+
+
+def _cache_file(dataset: datasets.Dataset, path: Path) -> dict:
+    """``map``/``filter`` keyword arguments writing the result to ``path`` (always recomputed)
+    when ``dataset`` lives in files; an in-memory dataset stays in memory."""
+    return {"cache_file_name": str(path), "load_from_cache_file": False} if dataset.cache_files else {}
+
+
+def _to_rows(batch: dict, generator: str) -> dict:
+    """The kept rows' columns (:data:`ROW_COLUMNS`) from verified questions."""
+    return {name: batch[name] if name != "generator" else [generator] * len(batch["query"]) for name in ROW_COLUMNS}
 
 
 _COUNT_ORDER = [

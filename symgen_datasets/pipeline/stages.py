@@ -2,20 +2,24 @@
 
 ``generate_answers``, ``verify`` and ``select`` are batched ``Dataset.map`` / ``Dataset.filter``
 functions: they take a batch (a dict of column lists) and a :class:`StageContext` (bind it with
-``fn_kwargs``) and return new columns. ``generate_questions`` is sequential by nature (global
-deduplication) and returns plain rows.
+``fn_kwargs``) and return new columns. ``answer_stream`` is answer generation as a stream of rows
+with no batch boundary (``symgen generate`` writes it to an Arrow file as it comes).
+``generate_questions`` is sequential by nature (global deduplication) and returns plain rows.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
 from ..generators import EventLoopThread, Generator, SamplingParams, derive_seed, sample_many
+from ..generators.base import BudgetExhausted
 from ..tasks import DatabaseDirectory, TextToSQLTask
 from ..tasks.text_to_sql import question_key
 from ..verifiers import ExecutionResult, SQLiteExecutor, distinct_programs, majority_vote
@@ -117,34 +121,79 @@ def generate_questions(context: StageContext, num_questions: int) -> list[dict[s
     return questions[:num_questions]
 
 
+def _answer_request(context: StageContext, index: int, question: str, db_id: str) -> tuple:
+    """The ``(prompt, params, seeds)`` request for question number ``index``: K candidates, the
+    i-th seeded with ``derive_seed(seed, "answer", index, i)``."""
+    task, generator = context.task, context.generator
+    params = SamplingParams(context.temperature, task.sampling.answer_max_new_tokens, task.sampling.answer_stop)
+    prompt = task.answer_prompt(context.databases.get(db_id), question, context.demonstrations, generator.count_tokens)
+    return prompt, params, [derive_seed(context.seed, "answer", index, i) for i in range(context.num_samples)]
+
+
+def _answer_columns(context: StageContext, completions: list) -> tuple[list[str], list]:
+    """A question's ``candidates`` (``""`` where no program was extracted) and
+    ``candidate_logprobs``, counted in ``context``."""
+    programs = [context.task.parse_program(c.text) for c in completions]
+    context.count("candidates_sampled", len(programs))
+    context.count("candidates_parsed", sum(p is not None for p in programs))
+    return [p or "" for p in programs], [c.mean_logprob for c in completions]
+
+
 def generate_answers(batch: Batch, indices: list[int], context: StageContext) -> Batch:
     """Answer generation (SymGen §2.2): K candidate programs per question by temperature sampling.
 
     Batched ``Dataset.map`` function (``with_indices=True``). Candidate ``i`` of question ``q``
-    (its row index) is seeded with ``derive_seed(seed, "answer", q, i)``.
+    (its row index) is seeded with ``derive_seed(seed, "answer", q, i)``. Each batch waits for its
+    last request; :func:`answer_stream` overlaps questions instead (what ``symgen generate`` uses).
 
     Returns:
         ``candidates`` (K programs per question; ``""`` where no program could be extracted) and
         ``candidate_logprobs`` (K mean token log-probabilities, ``None`` when unknown).
     """
-    task, generator = context.task, context.generator
-    params = SamplingParams(context.temperature, task.sampling.answer_max_new_tokens, task.sampling.answer_stop)
-    requests = []
-    for row_index, question, db_id in zip(indices, batch["question"], batch["db_id"]):
-        prompt = task.answer_prompt(
-            context.databases.get(db_id), question, context.demonstrations, generator.count_tokens
-        )
-        seeds = [derive_seed(context.seed, "answer", row_index, i) for i in range(context.num_samples)]
-        requests.append((prompt, params, seeds))
-    results = context.loop.run(sample_many(generator, requests))
-    candidates, logprobs = [], []
-    for completions in results:
-        programs = [task.parse_program(c.text) for c in completions]
-        context.count("candidates_sampled", len(programs))
-        context.count("candidates_parsed", sum(p is not None for p in programs))
-        candidates.append([p or "" for p in programs])
-        logprobs.append([c.mean_logprob for c in completions])
-    return {"candidates": candidates, "candidate_logprobs": logprobs}
+    requests = [_answer_request(context, i, q, d) for i, q, d in zip(indices, batch["question"], batch["db_id"])]
+    results = context.loop.run(sample_many(context.generator, requests))
+    candidates, logprobs = zip(*(_answer_columns(context, completions) for completions in results))
+    return {"candidates": list(candidates), "candidate_logprobs": list(logprobs)}
+
+
+def answer_stream(context: StageContext, rows: Iterable[dict], window: int) -> Iterator[dict]:
+    """Answer generation as a stream: the rows of ``rows`` (``question``, ``db_id``,
+    ``question_index``, ...) in order, each with ``candidates`` and ``candidate_logprobs`` added
+    (as :func:`generate_answers`; candidate ``i`` is seeded from ``question_index`` and ``i``).
+
+    Up to ``window`` questions are in flight at once and a new one starts as soon as the oldest
+    is done, so the backend never waits on a batch boundary; memory holds ``window`` questions,
+    whatever the number of rows.
+
+    Raises:
+        GenerationError: a request failed for good; the requests in flight are cancelled.
+        BudgetExhausted: ``--max-requests`` was reached; the requests in flight finish (and are
+            stored) first.
+    """
+    pending: deque[tuple[dict, concurrent.futures.Future]] = deque()
+    generator, loop = context.generator, context.loop
+    stopped_by: BaseException | None = None
+    try:
+        for row in rows:
+            request = _answer_request(context, row["question_index"], row["question"], row["db_id"])
+            pending.append((row, loop.submit(generator.sample(*request))))
+            while len(pending) >= window or (pending and pending[0][1].done()):
+                row, future = pending.popleft()
+                candidates, logprobs = _answer_columns(context, future.result())
+                yield {**row, "candidates": candidates, "candidate_logprobs": logprobs}
+        while pending:
+            row, future = pending.popleft()
+            candidates, logprobs = _answer_columns(context, future.result())
+            yield {**row, "candidates": candidates, "candidate_logprobs": logprobs}
+    except BaseException as error:
+        stopped_by = error
+        raise
+    finally:
+        futures = [future for _, future in pending]
+        if not isinstance(stopped_by, BudgetExhausted):
+            for future in futures:
+                future.cancel()
+        concurrent.futures.wait(futures)
 
 
 def verify(batch: Batch, context: StageContext) -> Batch:
