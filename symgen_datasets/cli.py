@@ -93,6 +93,8 @@ def _generate(args: argparse.Namespace) -> int:
         print(dry_run(GenerateSettings(**options)))
         return 0
     result = generate(GenerateSettings(**options))
+    if result is None:  # a process other than the main one of `accelerate launch`: its shard is merged there
+        return 0
     print(format_summary(result))
     if args.push_to_hub:
         from .hub import next_version, push

@@ -66,6 +66,7 @@ def test_a_request_that_fails_for_good_stops_with_a_clear_message(loop):
         generator = from_spec(f"tgi:{server.url}", retry=FAST_RETRY)
         with pytest.raises(GenerationError, match=r"after 4 attempts.*HTTP 503"):
             loop.run(generator.sample("p", SamplingParams(0.8, 5), [1]))
+        loop.run(generator.aclose())
         assert server.requests == 4
 
 
@@ -74,6 +75,7 @@ def test_client_errors_are_not_retried(loop):
         generator = from_spec(f"openai:{server.url}#m", retry=FAST_RETRY)
         with pytest.raises(GenerationError, match="HTTP 400"):
             loop.run(generator.sample("p", SamplingParams(0.8, 5), [1]))
+        loop.run(generator.aclose())
         assert server.requests == 1
 
 
@@ -82,6 +84,7 @@ def test_unreachable_server(spec, loop):
     generator = from_spec(spec, retry=FAST_RETRY)
     with pytest.raises(GenerationError, match="127.0.0.1:9.*server is up"):
         loop.run(generator.check())
+    loop.run(generator.aclose())
 
 
 @pytest.mark.parametrize("spec", ["gpt4", "tgi:localhost:8080", "openai:", "transformers:", "embedded:x",
@@ -97,6 +100,7 @@ def test_concurrency_is_bounded(loop):
         start = time.monotonic()
         loop.run(sample_many(generator, [("p", SamplingParams(0.8, 5), list(range(8)))] * 2))
         elapsed = time.monotonic() - start
+        loop.run(generator.aclose())
     # 16 requests of 50 ms, 4 at a time: at least 4 waves
     assert server.requests == 16 and elapsed >= 0.2
 

@@ -10,7 +10,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import datasets
 from tqdm.auto import tqdm
@@ -24,6 +24,7 @@ from ..hub.folder import check_output, write_dataset_folder
 from ..io import validate_record
 from ..tasks import DatabaseDirectory, TextToSQLTask, get_task
 from ..verifiers import SQLiteExecutor
+from .distributed import current_node
 from .stages import StageContext, answer_stream, generate_questions, select, verify
 
 #: Columns of a kept row, in order (Spider's names first, then provenance).
@@ -160,13 +161,19 @@ def _sha256_lines(rows: list[dict]) -> str:
 @dataclass
 class RunInputs:
     """A run's checked inputs: the task, its databases and demonstrations, and either the
-    questions given with ``--questions`` or the number of questions to generate."""
+    questions file given with ``--questions`` (checked, read again by :meth:`provided`) or the
+    number of questions to generate."""
 
     task: TextToSQLTask
     databases: DatabaseDirectory
     demonstrations: list[dict]
-    provided: list[dict] | None
+    questions_file: str | None
+    num_provided: int
     num_questions: int | None
+
+    def provided(self) -> Iterator[dict]:
+        """The ``--questions`` rows (``question``, ``db_id``), read one at a time."""
+        return self.task.iter_questions(self.questions_file, self.databases)
 
 
 def load_inputs(settings: GenerateSettings) -> RunInputs:
@@ -180,9 +187,13 @@ def load_inputs(settings: GenerateSettings) -> RunInputs:
     task = get_task(settings.task)
     databases = task.databases(settings.db_dir)
     demonstrations = task.load_demonstrations(settings.demos)
-    provided = task.load_questions(settings.questions, databases) if settings.questions else None
-    num_questions = None if provided is not None else (settings.num_questions or task.default_num_questions)
-    return RunInputs(task, databases, demonstrations, provided, num_questions)
+    num_provided = 0
+    if settings.questions:
+        num_provided = sum(1 for _ in task.iter_questions(settings.questions, databases))  # checks every row
+        if not num_provided:
+            raise InputError(f"{settings.questions}: no questions; expected JSON lines with question and db_id")
+    num_questions = None if settings.questions else (settings.num_questions or task.default_num_questions)
+    return RunInputs(task, databases, demonstrations, settings.questions, num_provided, num_questions)
 
 
 def run_metadata(result: "GenerateResult", inputs: RunInputs) -> dict:
@@ -227,27 +238,33 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
+def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult | None:
     """Run the SymGen pipeline: question generation (unless ``settings.questions``), answer
     generation, verification, selection; then write the dataset folder.
 
     Inputs are all checked before the first LLM request; the output folder is written only when
-    the run succeeds (all or nothing).
+    the run succeeds (all or nothing). Intermediate Arrow files (questions, answers, verified
+    questions) go to ``<work folder>/arrow``, so no stage holds the candidates in memory.
+
+    Launched as several processes (``accelerate launch`` or ``torchrun``; see
+    :mod:`symgen_datasets.pipeline.distributed`), each process answers and verifies its shard of
+    the questions and the main process merges them and writes the same dataset as one process.
 
     Returns:
-        A :class:`GenerateResult`.
+        A :class:`GenerateResult` (``None`` in the processes other than the main one).
 
     Raises:
         InputError: bad input (file and line named) or option.
         GenerationError: the LLM backend failed for good or cannot be reached, or no question
             was kept (an empty split cannot be loaded with ``load_dataset``).
     """
+    node = current_node()
     inputs = load_inputs(settings)
     output = settings.output_folder()
-    if write:
+    if write and node.is_main:
         check_output(output, settings.overwrite)
-    task, databases, demonstrations, provided = inputs.task, inputs.databases, inputs.demonstrations, inputs.provided
-    if provided is None:
+    task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
+    if not inputs.questions_file:
         for db_id in databases.db_ids:  # open every database now: a broken file fails before the LLM runs
             databases.get(db_id)
 
@@ -256,6 +273,8 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
     if settings.cache:
         cache = ResponseCache(settings.work_folder() / "responses.sqlite")
         generator = CachedGenerator(generator, cache, settings.max_requests)
+    arrow_folder = settings.work_folder() / "arrow"
+    shard_folder = arrow_folder if node.world_size == 1 else arrow_folder / f"rank-{node.rank}-of-{node.world_size}"
     loop = EventLoopThread()
     try:
         loop.run(generator.check())
@@ -271,20 +290,39 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
                 temperature=settings.temperature,
                 seed=settings.seed,
             )
-            if provided is not None:
-                questions = [dict(q, question_source="provided") for q in provided]
-                context.count("questions_provided", len(questions))
-            else:
-                context.count("questions_asked", inputs.num_questions)
-                questions = generate_questions(context, inputs.num_questions)
-            context.count("questions", len(questions))
-            arrow_folder = settings.work_folder() / "arrow"
-            dataset = _run_answer_stages(context, _question_dataset(questions), settings, arrow_folder)
+            if node.is_main:
+                arrow_folder.mkdir(parents=True, exist_ok=True)
+                _write_questions(context, inputs, arrow_folder / "questions.arrow")
+            node.wait_for_everyone()
+            questions = datasets.Dataset.from_file(str(arrow_folder / "questions.arrow"))
+            if node.world_size > 1:
+                from datasets.distributed import split_dataset_by_node
+
+                questions = split_dataset_by_node(questions, rank=node.rank, world_size=node.world_size)
+            shard_folder.mkdir(parents=True, exist_ok=True)
+            verified = _run_answer_stages(context, questions, settings, shard_folder)
     finally:
         loop.run(generator.aclose())
         loop.close()
         if isinstance(generator, CachedGenerator):
             generator.cache.close()
+
+    shards = node.gather({
+        "counts": context.counts,
+        "retries": generator.retries,
+        "hits": getattr(generator, "hits", 0),
+        "file": verified.cache_files[0]["filename"] if verified.cache_files else None,
+    })
+    if not node.is_main:
+        return None
+    if node.world_size == 1:
+        dataset = verified
+    else:  # the shards in rank order are the questions in order
+        files = [shard["file"] for shard in shards if shard["file"]]
+        dataset = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files]) if files else verified
+        context.counts = dict(sum((Counter(shard["counts"]) for shard in shards), Counter()))
+    retries = sum(shard["retries"] for shard in shards)
+    hits = sum(shard["hits"] for shard in shards)
 
     with _quiet_datasets():
         kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes},
@@ -314,8 +352,8 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult:
         generator_model=generator.model,
         generator_provenance=generator.provenance,
         generator_revision=generator.model_revision,
-        retries=generator.retries,
-        cached=getattr(generator, "hits", 0),
+        retries=retries,
+        cached=hits,
     )
     result.metadata = run_metadata(result, inputs)
     if write:
@@ -398,13 +436,12 @@ def dry_run(settings: GenerateSettings) -> DryRunEstimate:
     generator = from_spec(settings.generator, concurrency=settings.concurrency)
     count = generator.count_tokens
     k = settings.num_samples
-    if inputs.provided is not None:
-        questions = inputs.provided
+    if inputs.questions_file:
         answer_tokens = sum(
-            count(task.answer_prompt(databases.get(q["db_id"]), q["question"], demonstrations, count)) for q in questions
+            count(task.answer_prompt(databases.get(q["db_id"]), q["question"], demonstrations, count)) for q in inputs.provided()
         )
-        return DryRunEstimate((0, 0), len(questions), len(questions) * k, answer_tokens * k,
-                              len(questions) * k * task.sampling.answer_max_new_tokens)
+        n = inputs.num_provided
+        return DryRunEstimate((0, 0), n, n * k, answer_tokens * k, n * k * task.sampling.answer_max_new_tokens)
     n = inputs.num_questions
     first = math.ceil(n * 1.25 / QUESTIONS_PER_PROMPT)
     most = MAX_QUESTION_REQUESTS_PER_QUESTION * n
@@ -424,6 +461,14 @@ def dry_run(settings: GenerateSettings) -> DryRunEstimate:
     return DryRunEstimate((first, most), n, completions, prompt_tokens, generated)
 
 
+QUESTION_FEATURES = datasets.Features(
+    {
+        "question": datasets.Value("string"),
+        "db_id": datasets.Value("string"),
+        "question_source": datasets.Value("string"),
+        "question_index": datasets.Value("int64"),
+    }
+)
 ANSWER_FEATURES = datasets.Features(
     {
         "question": datasets.Value("string"),
@@ -479,7 +524,6 @@ def _run_answer_stages(context: StageContext, questions: datasets.Dataset, setti
     question's number in the whole run, which seeds its candidates)."""
     if len(questions) == 0:  # map adds no column to an empty dataset: give the full schema directly
         return datasets.Dataset.from_dict({name: [] for name in CANDIDATE_FEATURES}, features=CANDIDATE_FEATURES)
-    arrow_folder.mkdir(parents=True, exist_ok=True)
     window = _answer_window(context.generator, settings.num_samples)
     stream = answer_stream(context, iter(questions), window)
     progress = tqdm(stream, total=len(questions), desc="answer generation", unit="question")
@@ -497,13 +541,18 @@ def _run_answer_stages(context: StageContext, questions: datasets.Dataset, setti
     )
 
 
-def _question_dataset(questions: list[dict]) -> datasets.Dataset:
-    """The questions to answer, numbered (``question_index``), as a dataset."""
-    columns = ("question", "db_id", "question_source")
-    table = {name: [q[name] for q in questions] for name in columns}
-    table["question_index"] = list(range(len(questions)))
-    features = {name: datasets.Value("string") for name in columns}
-    return datasets.Dataset.from_dict(table, features=datasets.Features({**features, "question_index": datasets.Value("int64")}))
+def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> None:
+    """Write the run's questions, numbered (``question_index``), to the Arrow file ``path``: the
+    ``--questions`` rows, or new ones from question generation."""
+    if inputs.questions_file:
+        rows = (dict(q, question_source="provided") for q in inputs.provided())
+        context.count("questions_provided", inputs.num_provided)
+    else:
+        context.count("questions_asked", inputs.num_questions)
+        rows = generate_questions(context, inputs.num_questions)
+    numbered = ({**row, "question_index": index} for index, row in enumerate(rows))
+    written = write_arrow(path, QUESTION_FEATURES, numbered)
+    context.count("questions", datasets.Dataset.from_file(str(written)).num_rows)
 
 
 def _cache_file(dataset: datasets.Dataset, path: Path) -> dict:

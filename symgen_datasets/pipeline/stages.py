@@ -10,6 +10,7 @@ with no batch boundary (``symgen generate`` writes it to an Arrow file as it com
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import math
 import random
 from collections import deque
@@ -61,7 +62,7 @@ class StageContext:
         self.counts[name] = self.counts.get(name, 0) + amount
 
 
-def generate_questions(context: StageContext, num_questions: int) -> list[dict[str, str]]:
+def generate_questions(context: StageContext, num_questions: int) -> Iterator[dict[str, str]]:
     """Question generation (SymGen §2.2): sample new questions per database until
     ``num_questions`` unique ones are found.
 
@@ -72,22 +73,23 @@ def generate_questions(context: StageContext, num_questions: int) -> list[dict[s
     to a demonstration. Stops after ``MAX_QUESTION_REQUESTS_PER_QUESTION * num_questions``
     requests even when fewer questions were found.
 
-    Returns:
-        Rows ``{"question", "db_id", "question_source": "generated"}``, at most ``num_questions``.
+    Yields:
+        Rows ``{"question", "db_id", "question_source": "generated"}`` as they are found, at most
+        ``num_questions`` (only a 64-bit hash of each question is kept for deduplication).
     """
     task, generator = context.task, context.generator
     db_ids = list(context.databases.db_ids)
     random.Random(derive_seed(context.seed, "databases")).shuffle(db_ids)
-    seen = {question_key(d["question"]) for d in context.demonstrations}
+    seen = {_key_hash(d["question"]) for d in context.demonstrations}
     params = SamplingParams(
         context.temperature, task.sampling.question_max_new_tokens, task.sampling.question_stop
     )
-    questions: list[dict[str, str]] = []
+    found = 0
     slot = 0
     budget = MAX_QUESTION_REQUESTS_PER_QUESTION * num_questions
     progress = tqdm(total=num_questions, desc="question generation", unit="question")
-    while len(questions) < num_questions and slot < budget:
-        missing = num_questions - len(questions)
+    while found < num_questions and slot < budget:
+        missing = num_questions - found
         wanted = min(math.ceil(missing * 1.25 / QUESTIONS_PER_PROMPT), budget - slot)
         requests, slot_dbs = [], []
         for index in range(slot, slot + wanted):
@@ -101,7 +103,7 @@ def generate_questions(context: StageContext, num_questions: int) -> list[dict[s
             slot_dbs.append(db_id)
         slot += wanted
         results = context.loop.run(sample_many(generator, requests))
-        found = len(questions)
+        context.count("question_requests", wanted)
         for db_id, completions in zip(slot_dbs, results):
             for completion in completions:
                 context.count("questions_sampled")
@@ -109,16 +111,20 @@ def generate_questions(context: StageContext, num_questions: int) -> list[dict[s
                 if question is None:
                     continue
                 context.count("questions_parsed")
-                key = question_key(question)
-                if key in seen:
+                key = _key_hash(question)
+                if key in seen or found == num_questions:
                     continue
                 seen.add(key)
-                questions.append({"question": question, "db_id": db_id, "question_source": "generated"})
-        progress.update(min(len(questions), num_questions) - min(found, num_questions))
+                found += 1
+                progress.update(1)
+                yield {"question": question, "db_id": db_id, "question_source": "generated"}
         progress.set_postfix(requests=slot)
     progress.close()
-    context.count("question_requests", slot)
-    return questions[:num_questions]
+
+
+def _key_hash(question: str) -> int:
+    """A 64-bit hash of the question's :func:`question_key` (what deduplication compares)."""
+    return int.from_bytes(hashlib.blake2b(question_key(question).encode(), digest_size=8).digest(), "big")
 
 
 def _answer_request(context: StageContext, index: int, question: str, db_id: str) -> tuple:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import sqlparse
 
@@ -116,22 +116,22 @@ class TextToSQLTask:
             raise InputError(f"{path}: no demonstrations; expected JSON lines with question, query, db_id")
         return demos
 
-    def load_questions(self, path: str | Path, databases: DatabaseDirectory) -> list[dict[str, str]]:
-        """Read questions to answer (``--questions``): JSONL or a JSON array such as Spider's
-        ``dev.json``, with at least ``question`` and ``db_id`` per row.
+    def iter_questions(self, path: str | Path, databases: DatabaseDirectory) -> Iterator[dict[str, str]]:
+        """Read questions to answer (``--questions``), one at a time (a file of any size): JSONL
+        or a JSON array such as Spider's ``dev.json``, with at least ``question`` and ``db_id``
+        per row.
+
+        Yields:
+            ``{"question", "db_id"}`` per row, in file order.
 
         Raises:
             InputError: malformed JSON, a missing field, or a ``db_id`` with no database in
                 ``databases`` (naming the file and line).
         """
-        questions = []
         for where, record in read_records(path):
             validate_record(record, self.question_schema, where)
             databases.get(record["db_id"], where)
-            questions.append({"question": record["question"].strip(), "db_id": record["db_id"]})
-        if not questions:
-            raise InputError(f"{path}: no questions; expected JSON lines with question and db_id")
-        return questions
+            yield {"question": record["question"].strip(), "db_id": record["db_id"]}
 
     # --- prompts -------------------------------------------------------------------------------
 
