@@ -78,3 +78,4 @@ def test_builder_config_defaults_match_the_cli():
                       "seed", "concurrency", "generator", "timeout_s", "max_retries"}
     for name in shared - {"task"}:
         assert config[name].default == settings[name].default != MISSING, name
+

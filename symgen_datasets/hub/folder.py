@@ -22,6 +22,7 @@ from typing import Callable
 
 from datasets import Dataset
 
+from ..arrow_files import stream_batches
 from ..errors import InputError
 
 
@@ -44,10 +45,20 @@ def configs_metadata(files: dict[str, str]) -> list[dict]:
 
 
 def _write_parquet(dataset: Dataset, folder: Path) -> str:
-    """Write ``dataset`` into ``folder`` under a content-addressed name; return the name."""
+    """Write ``dataset`` into ``folder`` under a content-addressed name; return the name.
+
+    The rows are streamed (:func:`~symgen_datasets.arrow_files.stream_batches`), a row group per
+    batch, with the features in the schema's metadata as ``datasets`` writes them; memory does
+    not grow with the dataset's size."""
+    import pyarrow.parquet as pq
+
     partial = folder / "train.parquet.partial"
-    dataset.to_parquet(str(partial))
-    digest = hashlib.sha256(partial.read_bytes()).hexdigest()[:16]
+    schema = dataset.features.arrow_schema
+    with pq.ParquetWriter(str(partial), schema) as writer:
+        for batch in stream_batches(dataset):
+            writer.write_batch(batch.cast(schema))
+    with partial.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
     name = f"train-00000-of-00001-{digest}.parquet"
     partial.rename(folder / name)
     return name

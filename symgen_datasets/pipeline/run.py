@@ -8,14 +8,15 @@ import math
 import random
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import datasets
 from tqdm.auto import tqdm
 
 from .. import prompts
+from ..arrow_files import stream_batches, write_arrow
 from ..errors import GenerationError, InputError
 from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
 from ..generators.cache import CachedGenerator, ResponseCache
@@ -324,24 +325,18 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
     retries = sum(shard["retries"] for shard in shards)
     hits = sum(shard["hits"] for shard in shards)
 
-    with _quiet_datasets():
-        kept = dataset.filter(select, batched=True, fn_kwargs={"min_votes": settings.min_votes},
-                              **_cache_file(dataset, arrow_folder / "kept.arrow"))
-    context.count("questions_kept", len(kept))
+    votes: Counter = Counter()
+    kept_rows = _kept_rows(dataset, settings.min_votes, generator.provenance, task, votes)
+    rows = datasets.Dataset.from_file(str(write_arrow(arrow_folder / "rows.arrow", ROW_FEATURES, kept_rows)))
+    context.count("questions_kept", len(rows))
     counts = _ordered_counts(context.counts)
-    if len(kept) == 0:
+    if len(rows) == 0:
         raise GenerationError(
             f"no question reached --min-votes {settings.min_votes} "
             f"({', '.join(f'{name} {value}' for name, value in counts.items())}); nothing was written. "
             "Lower --min-votes, raise --num-samples, or use a stronger --generator"
         )
-    with _quiet_datasets():
-        rows = kept.map(_to_rows, batched=True, fn_kwargs={"generator": generator.provenance},
-                        remove_columns=kept.column_names, features=ROW_FEATURES,
-                        **_cache_file(kept, arrow_folder / "rows.arrow"))
-    for index, row in enumerate(rows):
-        validate_record(row, task.row_schema, f"kept row {index}")
-    histogram = sorted(Counter(dataset["votes"]).items())
+    histogram = sorted(votes.items())
     result = GenerateResult(
         rows=rows,
         candidates=dataset.select_columns(CANDIDATE_COLUMNS),
@@ -369,11 +364,12 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
     return result
 
 
-CANDIDATE_FEATURES = datasets.Features(
+VERIFIED_FEATURES = datasets.Features(
     {
         "question": datasets.Value("string"),
         "db_id": datasets.Value("string"),
         "question_source": datasets.Value("string"),
+        "question_index": datasets.Value("int64"),
         "candidates": datasets.List(datasets.Value("string")),
         "candidate_logprobs": datasets.List(datasets.Value("float64")),
         "candidate_status": datasets.List(datasets.Value("string")),
@@ -386,6 +382,8 @@ CANDIDATE_FEATURES = datasets.Features(
         "logprob": datasets.Value("float64"),
     }
 )
+#: The published ``candidates`` config: every question with all its candidates and the vote.
+CANDIDATE_FEATURES = datasets.Features({name: VERIFIED_FEATURES[name] for name in VERIFIED_FEATURES if name != "question_index"})
 
 
 @dataclass
@@ -481,32 +479,6 @@ ANSWER_FEATURES = datasets.Features(
 )
 
 
-def write_arrow(path: Path, features: datasets.Features, rows: Iterable[dict]) -> Path:
-    """Write ``rows`` (an iterable, consumed as it comes) to the Arrow file ``path`` with
-    ``datasets``' :class:`~datasets.arrow_writer.ArrowWriter`, all or nothing: the rows go to a
-    hidden temporary file renamed into place at the end, and the temporary file is removed if
-    ``rows`` raises.
-
-    Returns:
-        ``path``, ready for :meth:`datasets.Dataset.from_file` (memory-mapped, not loaded).
-    """
-    from datasets.arrow_writer import ArrowWriter
-
-    temporary = path.with_name(f".{path.name}.tmp")
-    writer = ArrowWriter(features=features, path=str(temporary), writer_batch_size=256)
-    try:
-        for row in rows:
-            writer.write(row)
-        writer.finalize()
-    except BaseException:
-        writer.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    writer.close()
-    temporary.replace(path)
-    return path
-
-
 def _answer_window(generator: Generator, num_samples: int) -> int:
     """Questions in flight at once in :func:`answer_stream`: enough requests for four rounds of
     the backend's concurrency, so one is always waiting when another finishes; one at a time for
@@ -514,31 +486,39 @@ def _answer_window(generator: Generator, num_samples: int) -> int:
     return max(1, math.ceil(4 * generator.concurrency / num_samples)) + 1 if generator.concurrency > 1 else 1
 
 
+def _rows(dataset: datasets.Dataset) -> Iterator[dict]:
+    """The rows of ``dataset``, read as a stream (:func:`stream_batches`)."""
+    for batch in stream_batches(dataset):
+        yield from batch.to_pylist()
+
+
+def _verified_rows(context: StageContext, answers: datasets.Dataset) -> Iterator[dict]:
+    """Verification as a stream: the answered questions, batch by batch, with the columns
+    :func:`verify` adds."""
+    for batch in stream_batches(answers):
+        columns = batch.to_pydict()
+        columns.update(verify(columns, context))
+        yield from ({name: values[i] for name, values in columns.items()} for i in range(batch.num_rows))
+
+
 def _run_answer_stages(context: StageContext, questions: datasets.Dataset, settings: GenerateSettings,
                        arrow_folder: Path) -> datasets.Dataset:
-    """Answer generation, streamed to ``answers.arrow``, then verification as a batched
-    ``Dataset.map`` into ``verified.arrow`` (both in ``arrow_folder``): neither holds the
-    candidates in memory.
+    """Answer generation streamed to ``answers.arrow``, then verification streamed to
+    ``verified.arrow`` (both in ``arrow_folder``), each file read back batch by batch: memory
+    holds a window of questions, whatever their number.
 
     ``questions`` has ``question``, ``db_id``, ``question_source`` and ``question_index`` (the
-    question's number in the whole run, which seeds its candidates)."""
-    if len(questions) == 0:  # map adds no column to an empty dataset: give the full schema directly
-        return datasets.Dataset.from_dict({name: [] for name in CANDIDATE_FEATURES}, features=CANDIDATE_FEATURES)
+    question's number in the whole run, which seeds its candidates).
+
+    Returns:
+        The verified questions (:data:`VERIFIED_FEATURES`), backed by ``verified.arrow``.
+    """
     window = _answer_window(context.generator, settings.num_samples)
-    stream = answer_stream(context, iter(questions), window)
+    stream = answer_stream(context, _rows(questions), window)
     progress = tqdm(stream, total=len(questions), desc="answer generation", unit="question")
     answers = datasets.Dataset.from_file(str(write_arrow(arrow_folder / "answers.arrow", ANSWER_FEATURES, progress)))
-    fingerprint = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return answers.map(
-        verify,
-        batched=True,
-        batch_size=32,
-        fn_kwargs={"context": context},
-        desc="verification",
-        cache_file_name=str(arrow_folder / "verified.arrow"),
-        load_from_cache_file=False,
-        new_fingerprint=f"verify-{fingerprint}",
-    )
+    progress = tqdm(_verified_rows(context, answers), total=len(answers), desc="verification", unit="question")
+    return datasets.Dataset.from_file(str(write_arrow(arrow_folder / "verified.arrow", VERIFIED_FEATURES, progress)))
 
 
 def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> None:
@@ -555,15 +535,21 @@ def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> No
     context.count("questions", datasets.Dataset.from_file(str(written)).num_rows)
 
 
-def _cache_file(dataset: datasets.Dataset, path: Path) -> dict:
-    """``map``/``filter`` keyword arguments writing the result to ``path`` (always recomputed)
-    when ``dataset`` lives in files; an in-memory dataset stays in memory."""
-    return {"cache_file_name": str(path), "load_from_cache_file": False} if dataset.cache_files else {}
-
-
-def _to_rows(batch: dict, generator: str) -> dict:
-    """The kept rows' columns (:data:`ROW_COLUMNS`) from verified questions."""
-    return {name: batch[name] if name != "generator" else [generator] * len(batch["query"]) for name in ROW_COLUMNS}
+def _kept_rows(dataset: datasets.Dataset, min_votes: int, generator: str, task: TextToSQLTask,
+               votes: Counter) -> Iterator[dict]:
+    """Selection as a stream: the kept rows (:data:`ROW_COLUMNS`, each checked against the
+    task's row schema) of the verified questions, read batch by batch; ``votes`` counts the
+    questions per number of votes (the card's histogram)."""
+    index = 0
+    for batch in stream_batches(dataset):
+        columns = batch.to_pydict()
+        votes.update(columns["votes"])
+        for position, keep in enumerate(select(columns, min_votes)):
+            if keep:
+                row = {name: generator if name == "generator" else columns[name][position] for name in ROW_COLUMNS}
+                validate_record(row, task.row_schema, f"kept row {index}")
+                index += 1
+                yield row
 
 
 _COUNT_ORDER = [
