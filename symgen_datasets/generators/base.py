@@ -52,6 +52,12 @@ class Completion:
     mean_logprob: float | None = None
 
 
+def mean_logprob(logprobs: Sequence[float | None]) -> float | None:
+    """The mean of the known token log-probabilities, or ``None`` when there is none."""
+    known = [value for value in logprobs if value is not None]
+    return sum(known) / len(known) if known else None
+
+
 def derive_seed(*parts: object) -> int:
     """A stable 31-bit seed from ``parts`` (e.g. the run seed, the stage, the question and sample
     indices), so that the same command sends the same seeded requests."""

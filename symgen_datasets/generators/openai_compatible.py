@@ -7,8 +7,7 @@ import os
 from typing import Sequence
 
 from ..errors import GenerationError
-from .base import Completion, RemoteGenerator, RetryPolicy, SamplingParams
-from .tgi import mean_logprob
+from .base import Completion, RemoteGenerator, RetryPolicy, SamplingParams, mean_logprob
 
 
 class OpenAIGenerator(RemoteGenerator):

@@ -7,13 +7,7 @@ from typing import Sequence
 from urllib.parse import urlparse
 
 from ..errors import GenerationError
-from .base import Completion, RemoteGenerator, RetryPolicy, SamplingParams
-
-
-def mean_logprob(logprobs: list) -> float | None:
-    """The mean of the known token log-probabilities, or ``None`` when there is none."""
-    known = [value for value in logprobs if value is not None]
-    return sum(known) / len(known) if known else None
+from .base import Completion, RemoteGenerator, RetryPolicy, SamplingParams, mean_logprob
 
 
 class TGIGenerator(RemoteGenerator):

@@ -296,6 +296,8 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
                 _write_questions(context, inputs, arrow_folder / "questions.arrow")
             node.wait_for_everyone()
             questions = datasets.Dataset.from_file(str(arrow_folder / "questions.arrow"))
+            if node.is_main:
+                context.count("questions", len(questions))
             if node.world_size > 1:
                 from datasets.distributed import split_dataset_by_node
 
@@ -364,14 +366,25 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
     return result
 
 
-VERIFIED_FEATURES = datasets.Features(
+#: The stage files in ``<work folder>/arrow``: each stage adds columns to the one before.
+QUESTION_FEATURES = datasets.Features(
     {
         "question": datasets.Value("string"),
         "db_id": datasets.Value("string"),
         "question_source": datasets.Value("string"),
         "question_index": datasets.Value("int64"),
+    }
+)
+ANSWER_FEATURES = datasets.Features(
+    {
+        **QUESTION_FEATURES,
         "candidates": datasets.List(datasets.Value("string")),
         "candidate_logprobs": datasets.List(datasets.Value("float64")),
+    }
+)
+VERIFIED_FEATURES = datasets.Features(
+    {
+        **ANSWER_FEATURES,
         "candidate_status": datasets.List(datasets.Value("string")),
         "candidate_result": datasets.List(datasets.Value("string")),
         "query": datasets.Value("string"),
@@ -459,26 +472,6 @@ def dry_run(settings: GenerateSettings) -> DryRunEstimate:
     return DryRunEstimate((first, most), n, completions, prompt_tokens, generated)
 
 
-QUESTION_FEATURES = datasets.Features(
-    {
-        "question": datasets.Value("string"),
-        "db_id": datasets.Value("string"),
-        "question_source": datasets.Value("string"),
-        "question_index": datasets.Value("int64"),
-    }
-)
-ANSWER_FEATURES = datasets.Features(
-    {
-        "question": datasets.Value("string"),
-        "db_id": datasets.Value("string"),
-        "question_source": datasets.Value("string"),
-        "question_index": datasets.Value("int64"),
-        "candidates": datasets.List(datasets.Value("string")),
-        "candidate_logprobs": datasets.List(datasets.Value("float64")),
-    }
-)
-
-
 def _answer_window(generator: Generator, num_samples: int) -> int:
     """Questions in flight at once in :func:`answer_stream`: enough requests for four rounds of
     the backend's concurrency, so one is always waiting when another finishes; one at a time for
@@ -530,9 +523,7 @@ def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> No
     else:
         context.count("questions_asked", inputs.num_questions)
         rows = generate_questions(context, inputs.num_questions)
-    numbered = ({**row, "question_index": index} for index, row in enumerate(rows))
-    written = write_arrow(path, QUESTION_FEATURES, numbered)
-    context.count("questions", datasets.Dataset.from_file(str(written)).num_rows)
+    write_arrow(path, QUESTION_FEATURES, ({**row, "question_index": index} for index, row in enumerate(rows)))
 
 
 def _kept_rows(dataset: datasets.Dataset, min_votes: int, generator: str, task: TextToSQLTask,

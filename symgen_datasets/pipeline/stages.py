@@ -179,18 +179,20 @@ def answer_stream(context: StageContext, rows: Iterable[dict], window: int) -> I
     pending: deque[tuple[dict, concurrent.futures.Future]] = deque()
     generator, loop = context.generator, context.loop
     stopped_by: BaseException | None = None
+
+    def oldest_answered() -> dict:
+        row, future = pending.popleft()
+        candidates, logprobs = _answer_columns(context, future.result())
+        return {**row, "candidates": candidates, "candidate_logprobs": logprobs}
+
     try:
         for row in rows:
             request = _answer_request(context, row["question_index"], row["question"], row["db_id"])
             pending.append((row, loop.submit(generator.sample(*request))))
             while len(pending) >= window or (pending and pending[0][1].done()):
-                row, future = pending.popleft()
-                candidates, logprobs = _answer_columns(context, future.result())
-                yield {**row, "candidates": candidates, "candidate_logprobs": logprobs}
+                yield oldest_answered()
         while pending:
-            row, future = pending.popleft()
-            candidates, logprobs = _answer_columns(context, future.result())
-            yield {**row, "candidates": candidates, "candidate_logprobs": logprobs}
+            yield oldest_answered()
     except BaseException as error:
         stopped_by = error
         raise
