@@ -88,6 +88,19 @@ def test_cluster_tie_goes_to_the_more_confident_cluster():
 
 def test_normalisation_keeps_string_literals():
     assert normalize_sql("SELECT  *\n FROM t WHERE name = 'new  york' ;;") == "SELECT * FROM t WHERE name = 'new  york'"
+    assert normalize_sql("SELECT  a FROM t WHERE b = 'x\ty' AND c = \"p q\"") == "SELECT a FROM t WHERE b = 'x\ty' AND c = \"p q\""
+    assert normalize_sql("SELECT  a FROM t WHERE b = 'new york'") == "SELECT a FROM t WHERE b = 'new york'"
+    assert normalize_sql("SELECT\u00a0a FROM t WHERE b = 'it''s  here' ; ") == "SELECT a FROM t WHERE b = 'it''s  here'"
+    assert normalize_sql("SELECT 'unclosed  x") == "SELECT 'unclosed x"
+
+
+def test_result_key_format_is_stable():
+    """Published ``candidate_result`` columns hold these keys: a new version must compute the same."""
+    assert result_keys([], ordered=False) == "c018019b6a8b01ab5868cf4be8db327a7549ae03202548b9ffcd2671c4c2b624"
+    assert result_keys([(1, "a", None)], ordered=False) == "10bc0afae6a5eb9f28bcb9e88e132dff15745eb1e58191be2e4b3296d33a319e"
+    assert result_keys([(2, 1.5), (1, 2.0)], ordered=False) == "0bb8b0f326ce2ea25d49b5aca6299bc520052cb160935a2370f00acb5406a403"
+    assert result_keys([(2, 1.5), (1, 2.0)], ordered=True) == "3f8be8d9d237c01a33cac0f5216fd63a5faf24f8779b6db5d966907393fd333e"
+    assert result_keys([("é\u00ff", b"\x00x", 0.1 + 0.2)], ordered=False) == "c7517a6e09172bb80d3556d9b6f2cbf953d3e947538964c1aff2f5e5b730e2e8"
 
 
 def test_equality_rule_bag_unless_ordered_with_several_rows():
@@ -192,3 +205,45 @@ def test_executor_works_from_code_without_a_main_file(geography_db):
     )
     result = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_text_that_is_not_utf8_is_replaced_not_an_error(executor, tmp_path):
+    db = tmp_path / "latin1" / "latin1.sqlite"
+    db.parent.mkdir()
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE city (name TEXT)")
+        connection.execute("INSERT INTO city VALUES (CAST(X'4dfc6e6368656e' AS TEXT)), ('Berlin')")  # Latin-1 "München"
+    connection.close()
+    bad, good = executor.execute(db, ["SELECT name FROM city WHERE name LIKE 'M%'", "SELECT name FROM city WHERE name = 'Berlin'"])
+    assert bad.status == "ok" and bad.key == result_keys([("M\ufffdnchen",)], ordered=False)
+    assert good.status == "ok" and good.key == result_keys([("Berlin",)], ordered=False)
+
+
+def test_execute_stream_runs_ahead_and_answers_in_job_order(geography_db, tmp_path):
+    """Jobs are read lazily (results come back before the last job is read), queries of several
+    databases share tasks, and every job gets its results in its own order."""
+    other = tmp_path / "numbers" / "numbers.sqlite"
+    other.parent.mkdir()
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE n (v INTEGER)")
+        connection.executemany("INSERT INTO n VALUES (?)", [(v,) for v in range(100)])
+    connection.close()
+    read = []
+
+    def jobs():
+        for job in range(300):
+            read.append(job)
+            db = geography_db if job % 2 else other
+            table = "state" if job % 2 else "n"
+            yield db, [f"SELECT {job}, {position}, count(*) FROM {table}" for position in range(1 + job % 4)]
+
+    with SQLiteExecutor(max_workers=2) as pool:
+        pool.chunk_queries, pool.tasks_per_worker = 8, 2
+        stream = pool.execute_stream(jobs())
+        first = next(stream)
+        assert first == [ExecutionResult("ok", result_keys([(0, 0, 100)], False), 1)] and len(read) < 300
+        results = [first, *stream]
+    assert len(results) == 300 and len(read) == 300
+    for job, outcomes in enumerate(results):
+        count = 51 if job % 2 else 100
+        assert [o.key for o in outcomes] == [result_keys([(job, position, count)], False) for position in range(1 + job % 4)]

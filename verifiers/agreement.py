@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Sequence
 
 from .sqlite import ExecutionResult
@@ -35,9 +36,13 @@ def normalize_sql(query: str) -> str:
     string literals into one space; literals are kept as written, so two programs with the same
     normal form always execute identically.
     """
-    parts = _LITERAL.split(query.strip())
-    folded = [part if index % 2 else _SPACE.sub(" ", part) for index, part in enumerate(parts)]
-    text = "".join(folded).strip()
+    text = " ".join(query.split())  # right unless a literal holds white space that this changed
+    if ("'" in query or '"' in query) and text != query.strip() and any(
+        " ".join(literal.split()) != literal for literal in _LITERAL.findall(query)
+    ):
+        parts = _LITERAL.split(query.strip())
+        folded = [part if index % 2 else _SPACE.sub(" ", part) for index, part in enumerate(parts)]
+        text = "".join(folded).strip()
     while text.endswith(";"):
         text = text[:-1].rstrip()
     return text
@@ -88,6 +93,7 @@ def majority_vote(
     candidates: Sequence[str],
     outcomes: Sequence[ExecutionResult],
     logprobs: Sequence[float | None] | None = None,
+    distinct: tuple[list[str], list[int]] | None = None,
 ) -> VoteResult:
     """Cluster candidates by execution result and pick the largest cluster.
 
@@ -96,6 +102,7 @@ def majority_vote(
         outcomes: one :class:`ExecutionResult` per *distinct* program, in the order of
             :func:`distinct_programs`.
         logprobs: one mean token log-probability per candidate (``None`` entries allowed).
+        distinct: ``distinct_programs(candidates)``, when the caller has it already.
 
     Returns:
         A :class:`VoteResult`. Cluster ties (same votes) are broken by the cluster's mean
@@ -105,7 +112,7 @@ def majority_vote(
     Raises:
         ValueError: ``outcomes`` does not match the number of distinct programs.
     """
-    programs, index = distinct_programs(candidates)
+    programs, index = distinct if distinct is not None else distinct_programs(candidates)
     if len(outcomes) != len(programs):
         raise ValueError(f"got {len(outcomes)} outcomes for {len(programs)} distinct programs")
     logprobs = list(logprobs) if logprobs is not None else [None] * len(candidates)
@@ -130,22 +137,22 @@ def majority_vote(
 
     def cluster_rank(members: list[int]) -> tuple:
         votes = sum(frequency[p] for p in members)
-        values = [v for p in members for v in member_logprobs.get(p, [])]
+        values = [v for p in members for v in member_logprobs.get(p, ())] if member_logprobs else ()
         confidence = sum(values) / len(values) if values else float("-inf")
         return (votes, confidence, -min(members))
 
     def program_rank(program: int) -> tuple:
         return (best_logprob.get(program, float("-inf")), frequency[program], -program)
 
-    ranked = sorted(clusters.values(), key=cluster_rank, reverse=True)
-    winner = max(ranked[0], key=program_rank)
+    ranked = sorted(((cluster_rank(members), members) for members in clusters.values()), key=itemgetter(0), reverse=True)
+    winner = max(ranked[0][1], key=program_rank)
     return VoteResult(
         query=programs[winner],
-        votes=cluster_rank(ranked[0])[0],
+        votes=ranked[0][0][0],
         num_candidates=len(candidates),
         num_executable=num_executable,
         num_distinct_programs=len(programs),
         num_distinct_results=len(clusters),
         logprob=best_logprob.get(winner),
-        cluster_sizes=[cluster_rank(members)[0] for members in ranked],
+        cluster_sizes=[rank[0] for rank, _ in ranked],
     )

@@ -22,10 +22,12 @@ import os
 import re
 import sqlite3
 import time
+from collections import deque
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 from urllib.parse import quote
 
 import pebble
@@ -100,9 +102,47 @@ def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
     connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     connection.set_authorizer(_authorizer)
-    # Spider's databases hold some text that is not valid UTF-8.
-    connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+    connection.text_factory = decode_text
     return connection
+
+
+def decode_text(raw: bytes) -> str:
+    """SQLite TEXT as ``str``, invalid UTF-8 replaced by U+FFFD (Spider's databases hold some
+    text that is not valid UTF-8)."""
+    return raw.decode("utf-8", errors="replace")
+
+
+def fetch_rows(connection: sqlite3.Connection, query: str, max_rows: int) -> list[tuple]:
+    """Execute ``query`` and fetch at most ``max_rows + 1`` rows, TEXT decoded by
+    :func:`decode_text`.
+
+    Rows are first fetched with the C decoder (``str``), several times cheaper than a Python
+    text factory; only a result that holds invalid UTF-8 is fetched again with
+    :func:`decode_text`. The connection's text factory is restored afterwards.
+
+    Raises:
+        sqlite3.Error, ValueError, OverflowError, MemoryError: as ``Connection.execute``.
+    """
+    factory = connection.text_factory
+    connection.text_factory = str
+    try:
+        try:
+            return _fetch(connection, query, max_rows)
+        except sqlite3.OperationalError as error:
+            if not str(error).startswith("Could not decode to UTF-8"):
+                raise
+        connection.text_factory = decode_text
+        return _fetch(connection, query, max_rows)
+    finally:
+        connection.text_factory = factory
+
+
+def _fetch(connection: sqlite3.Connection, query: str, max_rows: int) -> list[tuple]:
+    cursor = connection.execute(query)
+    try:
+        return cursor.fetchmany(max_rows + 1)
+    finally:
+        cursor.close()
 
 
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|[()]|\border\s+by\b", re.I | re.S)
@@ -142,18 +182,24 @@ def result_keys(rows: Sequence[Sequence[object]], ordered: bool) -> str:
     accuracy (bag semantics unless the gold query orders), made transitive so that results can be
     clustered by key.
 
+    The key is the SHA-256 of ``kind`` (``"seq"`` or ``"bag"``) followed, for each row in order
+    (sorted by text for a bag), by a NUL and the ``repr`` of the row's normalised tuple, in UTF-8.
+    This format is stable: the ``candidate_result`` column of published datasets uses it.
+
     Returns:
         A hex digest; equal digests mean equal results.
     """
-    normalised = [repr(tuple(_normalise_value(v) for v in row)) for row in rows]
-    if ordered and len(normalised) > 1:
-        kind, body = "seq", normalised
+    values = chain.from_iterable(rows)
+    if float in set(map(type, values)):  # normalising only results with floats (C-speed test)
+        rows = [tuple(map(_normalise_value, row)) for row in rows]
+    texts = list(map(repr, map(tuple, rows)))
+    if ordered and len(texts) > 1:
+        kind = "seq"
     else:
-        kind, body = "bag", sorted(normalised)
-    digest = hashlib.sha256(kind.encode())
-    for item in body:
-        digest.update(b"\x00" + item.encode("utf-8", errors="replace"))
-    return digest.hexdigest()
+        kind = "bag"
+        texts.sort()
+    body = kind + "\x00" + "\x00".join(texts) if texts else kind
+    return hashlib.sha256(body.encode("utf-8", errors="replace")).hexdigest()
 
 
 # --- worker side -------------------------------------------------------------------------------
@@ -212,9 +258,7 @@ def execute_one(
     deadline = time.monotonic() + timeout_s
     connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
     try:
-        cursor = connection.execute(query)
-        rows = cursor.fetchmany(max_rows + 1)
-        cursor.close()
+        rows = fetch_rows(connection, query, max_rows)
     except sqlite3.OperationalError as error:
         if "interrupted" in str(error):
             return ExecutionResult("timeout", error=f"over the {timeout_s:g} s time limit")
@@ -226,14 +270,20 @@ def execute_one(
     return ExecutionResult("ok", key=result_keys(rows, len(rows) > 1 and is_ordered(query)), num_rows=len(rows))
 
 
-def _execute_batch(
-    db_path: str, queries: Sequence[str], timeout_s: float, max_rows: int
-) -> list[ExecutionResult]:
-    try:
-        connection = _worker_connection(db_path)
-    except sqlite3.Error as error:
-        return [ExecutionResult("error", error=f"cannot open {db_path}: {error}") for _ in queries]
-    return [execute_one(connection, query, timeout_s, max_rows) for query in queries]
+#: A pool task's work: ``(db_path, queries)`` groups, run in order.
+Chunk = list[tuple[str, list[str]]]
+
+
+def _execute_chunk(groups: Chunk, timeout_s: float, max_rows: int) -> list[ExecutionResult]:
+    results = []
+    for db_path, queries in groups:
+        try:
+            connection = _worker_connection(db_path)
+        except sqlite3.Error as error:
+            results.extend(ExecutionResult("error", error=f"cannot open {db_path}: {error}") for _ in queries)
+            continue
+        results.extend(execute_one(connection, query, timeout_s, max_rows) for query in queries)
+    return results
 
 
 # --- pool side ---------------------------------------------------------------------------------
@@ -242,10 +292,10 @@ def _execute_batch(
 class SQLiteExecutor:
     """Runs batches of SQL programs on SQLite databases in a pool of worker processes.
 
-    Each distinct program runs once; pool tasks carry many programs of one database (connections
-    are cached per worker), which avoids SymGen's one-task-per-candidate overhead. A task whose worker dies or
-    overruns its backstop timeout is retried one query per task, so only the offending query is
-    marked ``crash``.
+    Pool tasks carry many programs, of one database or several (connections are cached per
+    worker), which avoids SymGen's one-task-per-candidate overhead; results come back as small
+    keys. A task whose worker dies or overruns its backstop timeout is retried one query per
+    task, so only the offending query is marked ``crash``.
 
     Args:
         max_workers: worker processes (default: the number of CPU cores).
@@ -253,6 +303,11 @@ class SQLiteExecutor:
         max_rows: rows fetched per query at most (default 10,000).
         memory_bytes: memory each worker may add to its forked address space (default
             :data:`WORKER_MEMORY_BYTES`).
+
+    Attributes:
+        chunk_queries: queries per pool task at most (tasks start at 1 query and double up to
+            it, so that small workloads still spread over the workers).
+        tasks_per_worker: pool tasks kept scheduled per worker while a stream is consumed.
 
     Use as a context manager, or call :meth:`close`.
     """
@@ -268,7 +323,8 @@ class SQLiteExecutor:
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self.memory_bytes = memory_bytes
-        self.chunk_queries = 64
+        self.chunk_queries = 128
+        self.tasks_per_worker = 8
         self._pool = self._new_pool()
 
     def _new_pool(self) -> pebble.ProcessPool:
@@ -285,25 +341,80 @@ class SQLiteExecutor:
     def _backstop(self, num_queries: int) -> float:
         return num_queries * self.timeout_s * 1.5 + 10.0
 
-    def _schedule(self, db_path: str, queries: Sequence[str]):
-        arguments = dict(args=(db_path, list(queries), self.timeout_s, self.max_rows), timeout=self._backstop(len(queries)))
+    def _schedule(self, groups: Chunk):
+        size = sum(len(queries) for _, queries in groups)
+        arguments = dict(args=(groups, self.timeout_s, self.max_rows), timeout=self._backstop(size))
         try:
-            return self._pool.schedule(_execute_batch, **arguments)
+            return self._pool.schedule(_execute_chunk, **arguments)
         except RuntimeError:
             # pebble's pool is broken for good when a worker dies outside a task (e.g. killed
             # while idle by the OOM killer): replace the pool and go on.
             self._pool.stop()
             self._pool = self._new_pool()
-            return self._pool.schedule(_execute_batch, **arguments)
+            return self._pool.schedule(_execute_chunk, **arguments)
+
+    def execute_stream(
+        self, jobs: Iterable[tuple[str | Path, Sequence[str]]]
+    ) -> Iterator[list[ExecutionResult]]:
+        """Execute batches of queries as a stream: jobs are read lazily and results come back in
+        job order, while the workers run ahead (the caller can prepare the next jobs, or vote on
+        the last results, as the queries execute).
+
+        Queries of consecutive jobs are packed into pool tasks of up to :attr:`chunk_queries`
+        queries (databases may mix), and at most :attr:`tasks_per_worker` tasks per worker are
+        scheduled at a time, so memory holds a window of jobs, whatever their number.
+
+        Args:
+            jobs: ``(db_path, queries)`` pairs; each batch runs on one database.
+
+        Yields:
+            One list of :class:`ExecutionResult` per job, aligned with its queries.
+        """
+        waiting: deque[list] = deque()  # per job, oldest first: [results, queries still running]
+        in_flight: deque[tuple] = deque()  # per task, oldest first: (future, groups, places)
+        limit = self.tasks_per_worker * self.max_workers
+        size, groups, places = 1, [], []
+
+        def finish_oldest_task() -> None:
+            future, task_groups, task_places = in_flight.popleft()
+            try:
+                outcomes = future.result()
+            except Exception:  # noqa: BLE001 - a dead, hung or failing worker: find the culprit
+                outcomes = self._isolate(task_groups)
+            for (entry, position), outcome in zip(task_places, outcomes):
+                entry[0][position] = outcome
+                entry[1] -= 1
+
+        def finished_jobs() -> Iterator[list[ExecutionResult]]:
+            while waiting and waiting[0][1] == 0:
+                yield waiting.popleft()[0]
+
+        for db_path, queries in jobs:
+            db_path, queries = str(db_path), list(queries)
+            entry = [[None] * len(queries), len(queries)]
+            waiting.append(entry)
+            for position, query in enumerate(queries):
+                if not groups or groups[-1][0] != db_path:
+                    groups.append((db_path, []))
+                groups[-1][1].append(query)
+                places.append((entry, position))
+                if len(places) >= size:
+                    in_flight.append((self._schedule(groups), groups, places))
+                    size, groups, places = min(2 * size, self.chunk_queries), [], []
+            while len(in_flight) >= limit:
+                finish_oldest_task()
+            yield from finished_jobs()
+        if places:
+            in_flight.append((self._schedule(groups), groups, places))
+        while in_flight:
+            finish_oldest_task()
+            yield from finished_jobs()
+        yield from finished_jobs()
 
     def execute_many(
         self, jobs: Iterable[tuple[str | Path, Sequence[str]]]
     ) -> list[list[ExecutionResult]]:
-        """Execute several batches concurrently.
-
-        Consecutive jobs on the same database are packed into pool tasks of about
-        :attr:`chunk_queries` queries (fewer, larger tasks: the pool's per-task cost dominates
-        short queries), while keeping at least two tasks per worker when there is enough work.
+        """Execute several batches concurrently; :meth:`execute_stream` gathered in a list.
 
         Args:
             jobs: ``(db_path, queries)`` pairs; each batch runs on one database.
@@ -311,30 +422,11 @@ class SQLiteExecutor:
         Returns:
             One list of :class:`ExecutionResult` per job, aligned with its queries.
         """
-        jobs = [(str(db_path), list(queries)) for db_path, queries in jobs]
-        total = sum(len(queries) for _, queries in jobs)
-        size = max(1, min(self.chunk_queries, total // (2 * self.max_workers) or 1))
-        chunks: list[tuple[str, list[str], list[tuple[int, int]]]] = []  # db, queries, (job, position)
-        for index, (db_path, queries) in enumerate(jobs):
-            for position, query in enumerate(queries):
-                if not chunks or chunks[-1][0] != db_path or len(chunks[-1][1]) >= size:
-                    chunks.append((db_path, [], []))
-                chunks[-1][1].append(query)
-                chunks[-1][2].append((index, position))
-        futures = [self._schedule(db_path, queries) for db_path, queries, _ in chunks]
-        results: list[list[ExecutionResult | None]] = [[None] * len(queries) for _, queries in jobs]
-        for (db_path, queries, places), future in zip(chunks, futures):
-            try:
-                outcomes = future.result()
-            except Exception:  # noqa: BLE001 - a dead, hung or failing worker: find the culprit
-                outcomes = self._isolate(db_path, queries)
-            for (index, position), outcome in zip(places, outcomes):
-                results[index][position] = outcome
-        return results  # type: ignore[return-value]
+        return list(self.execute_stream(jobs))
 
-    def _isolate(self, db_path: str, queries: Sequence[str]) -> list[ExecutionResult]:
-        """Re-run a failed batch one query per task so that only the culprit fails."""
-        futures = [self._schedule(db_path, [query]) for query in queries]
+    def _isolate(self, groups: Chunk) -> list[ExecutionResult]:
+        """Re-run a failed task one query per task so that only the culprit fails."""
+        futures = [self._schedule([(db_path, [query])]) for db_path, queries in groups for query in queries]
         outcomes = []
         for future in futures:
             try:

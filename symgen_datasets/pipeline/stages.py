@@ -217,26 +217,27 @@ def verify(batch: Batch, context: StageContext) -> Batch:
         ``logprob`` (the vote), and per candidate ``candidate_status`` (``ok``, ``error``,
         ``timeout``, ``crash`` or ``unparsed``) and ``candidate_result`` (the result key).
     """
-    jobs, programs_per_row, index_per_row = [], [], []
-    for candidates, db_id in zip(batch["candidates"], batch["db_id"]):
-        programs, index = distinct_programs(candidates)
-        programs_per_row.append(programs)
-        index_per_row.append(index)
-        runnable = [p for p in programs if p]
-        jobs.append((context.databases.path(db_id), runnable))
-    outcomes_per_row = context.executor.execute_many(jobs)
+    distinct_per_row: deque[tuple[list[str], list[int]]] = deque()
+
+    def jobs() -> Iterator[tuple[Any, list[str]]]:
+        # Deduplicated lazily: the parent prepares the next questions while workers execute.
+        for candidates, db_id in zip(batch["candidates"], batch["db_id"]):
+            programs, index = distinct_programs(candidates)
+            distinct_per_row.append((programs, index))
+            yield context.databases.path(db_id), [p for p in programs if p]
 
     columns: Batch = {name: [] for name in (
         "query", "votes", "num_candidates", "num_executable", "num_distinct_results", "logprob",
         "candidate_status", "candidate_result",
     )}
     unparsed = ExecutionResult("unparsed", error="no SQL program in the completion")
-    for candidates, logprobs, programs, index, executed in zip(
-        batch["candidates"], batch["candidate_logprobs"], programs_per_row, index_per_row, outcomes_per_row
+    for candidates, logprobs, executed in zip(
+        batch["candidates"], batch["candidate_logprobs"], context.executor.execute_stream(jobs())
     ):
+        programs, index = distinct = distinct_per_row.popleft()
         executed = iter(executed)
         outcomes = [next(executed) if program else unparsed for program in programs]
-        vote = majority_vote(candidates, outcomes, logprobs)
+        vote = majority_vote(candidates, outcomes, logprobs, distinct)
         context.count("candidates_executable", vote.num_executable)
         columns["query"].append(vote.query or "")
         columns["votes"].append(vote.votes)
