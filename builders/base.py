@@ -23,6 +23,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterable
 
 import datasets
 
@@ -123,6 +124,6 @@ class SymgenBuilder(datasets.GeneratorBasedBuilder):
         result = generate(self.config.settings(), write=False)
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": result.rows})]
 
-    def _generate_examples(self, rows: datasets.Dataset):
+    def _generate_examples(self, rows: Iterable[dict]):
         for index, row in enumerate(rows):
             yield index, row

@@ -22,7 +22,7 @@ from typing import Callable
 
 from datasets import Dataset
 
-from ..arrow_files import stream_batches
+from ..arrow_files import ArrowTable, stream_batches
 from ..errors import InputError
 
 
@@ -44,7 +44,7 @@ def configs_metadata(files: dict[str, str]) -> list[dict]:
     ]
 
 
-def _write_parquet(dataset: Dataset, folder: Path) -> str:
+def _write_parquet(dataset: Dataset | ArrowTable, folder: Path) -> str:
     """Write ``dataset`` into ``folder`` under a content-addressed name; return the name.
 
     The rows are streamed (:func:`~symgen_datasets.arrow_files.stream_batches`), a row group per
@@ -80,7 +80,7 @@ def check_output(output: str | Path, overwrite: bool) -> Path:
 
 def write_dataset_folder(
     output: str | Path,
-    configs: dict[str, Dataset],
+    configs: dict[str, Dataset | ArrowTable],
     card: Callable[[list[dict]], str],
     overwrite: bool = False,
 ) -> Path:
@@ -91,7 +91,8 @@ def write_dataset_folder(
 
     Args:
         output: the folder to create.
-        configs: config name -> Dataset (one ``train`` split each); ``default`` first.
+        configs: config name -> Dataset or ArrowTable (one ``train`` split each); ``default``
+            first.
         card: called with the YAML ``configs:`` entries (see :func:`configs_metadata`) once the
             files are written; returns the README.md text (YAML header + body).
         overwrite: replace an existing non-empty folder.

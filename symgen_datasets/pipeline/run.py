@@ -16,7 +16,7 @@ import datasets
 from tqdm.auto import tqdm
 
 from .. import prompts
-from ..arrow_files import stream_batches, write_arrow
+from ..arrow_files import ArrowTable, stream_batches, write_arrow
 from ..errors import GenerationError, InputError
 from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
 from ..generators.cache import CachedGenerator, ResponseCache
@@ -131,15 +131,17 @@ class GenerateResult:
     """What a run produced.
 
     Attributes:
-        rows: the kept rows (:data:`ROW_FEATURES`).
-        candidates: every question with all its candidates and their execution outcomes.
+        rows: the kept rows (:data:`ROW_FEATURES`) in the work folder's ``arrow/rows.arrow``:
+            iterate, ``len()``, or ``.to_dataset()`` for a :class:`datasets.Dataset`.
+        candidates: every question with all its candidates and their execution outcomes
+            (:data:`CANDIDATE_FEATURES`), likewise.
         counts: questions and candidates per stage.
         vote_histogram: ``(votes, questions)`` pairs, by votes.
         output: the folder written, if any.
     """
 
-    rows: datasets.Dataset
-    candidates: datasets.Dataset
+    rows: ArrowTable
+    candidates: ArrowTable
     counts: dict[str, int]
     vote_histogram: list[tuple[int, int]]
     settings: GenerateSettings
@@ -293,15 +295,14 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
             )
             if node.is_main:
                 arrow_folder.mkdir(parents=True, exist_ok=True)
-                _write_questions(context, inputs, arrow_folder / "questions.arrow")
-            node.wait_for_everyone()
-            questions = datasets.Dataset.from_file(str(arrow_folder / "questions.arrow"))
-            if node.is_main:
+                questions = _write_questions(context, inputs, arrow_folder / "questions.arrow")
                 context.count("questions", len(questions))
-            if node.world_size > 1:
+            node.wait_for_everyone()
+            if node.world_size > 1:  # every process takes its contiguous shard of the questions
                 from datasets.distributed import split_dataset_by_node
 
-                questions = split_dataset_by_node(questions, rank=node.rank, world_size=node.world_size)
+                whole = datasets.Dataset.from_file(str(arrow_folder / "questions.arrow"))
+                questions = split_dataset_by_node(whole, rank=node.rank, world_size=node.world_size)
             shard_folder.mkdir(parents=True, exist_ok=True)
             verified = _run_answer_stages(context, questions, settings, shard_folder)
     finally:
@@ -314,22 +315,20 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
         "counts": context.counts,
         "retries": generator.retries,
         "hits": getattr(generator, "hits", 0),
-        "file": verified.cache_files[0]["filename"] if verified.cache_files else None,
+        "verified": verified,
     })
     if not node.is_main:
         return None
-    if node.world_size == 1:
-        dataset = verified
-    else:  # the shards in rank order are the questions in order
-        files = [shard["file"] for shard in shards if shard["file"]]
-        dataset = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files]) if files else verified
+    # the shards in rank order are the questions in order
+    verified = ArrowTable.concatenate([shard["verified"] for shard in shards])
+    if node.world_size > 1:
         context.counts = dict(sum((Counter(shard["counts"]) for shard in shards), Counter()))
     retries = sum(shard["retries"] for shard in shards)
     hits = sum(shard["hits"] for shard in shards)
 
     votes: Counter = Counter()
-    kept_rows = _kept_rows(dataset, settings.min_votes, generator.provenance, task, votes)
-    rows = datasets.Dataset.from_file(str(write_arrow(arrow_folder / "rows.arrow", ROW_FEATURES, kept_rows)))
+    kept_rows = _kept_rows(verified, settings.min_votes, generator.provenance, task, votes)
+    rows = write_arrow(arrow_folder / "rows.arrow", ROW_FEATURES, kept_rows)
     context.count("questions_kept", len(rows))
     counts = _ordered_counts(context.counts)
     if len(rows) == 0:
@@ -341,7 +340,7 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
     histogram = sorted(votes.items())
     result = GenerateResult(
         rows=rows,
-        candidates=dataset.select_columns(CANDIDATE_COLUMNS),
+        candidates=verified.select_columns(CANDIDATE_COLUMNS),
         counts=counts,
         vote_histogram=histogram,
         settings=settings,
@@ -479,13 +478,13 @@ def _answer_window(generator: Generator, num_samples: int) -> int:
     return max(1, math.ceil(4 * generator.concurrency / num_samples)) + 1 if generator.concurrency > 1 else 1
 
 
-def _rows(dataset: datasets.Dataset) -> Iterator[dict]:
+def _rows(dataset: datasets.Dataset | ArrowTable) -> Iterator[dict]:
     """The rows of ``dataset``, read as a stream (:func:`stream_batches`)."""
     for batch in stream_batches(dataset):
         yield from batch.to_pylist()
 
 
-def _verified_rows(context: StageContext, answers: datasets.Dataset) -> Iterator[dict]:
+def _verified_rows(context: StageContext, answers: ArrowTable) -> Iterator[dict]:
     """Verification as a stream: the answered questions, batch by batch, with the columns
     :func:`verify` adds."""
     for batch in stream_batches(answers):
@@ -494,8 +493,8 @@ def _verified_rows(context: StageContext, answers: datasets.Dataset) -> Iterator
         yield from ({name: values[i] for name, values in columns.items()} for i in range(batch.num_rows))
 
 
-def _run_answer_stages(context: StageContext, questions: datasets.Dataset, settings: GenerateSettings,
-                       arrow_folder: Path) -> datasets.Dataset:
+def _run_answer_stages(context: StageContext, questions: ArrowTable | datasets.Dataset, settings: GenerateSettings,
+                       arrow_folder: Path) -> ArrowTable:
     """Answer generation streamed to ``answers.arrow``, then verification streamed to
     ``verified.arrow`` (both in ``arrow_folder``), each file read back batch by batch: memory
     holds a window of questions, whatever their number.
@@ -504,17 +503,17 @@ def _run_answer_stages(context: StageContext, questions: datasets.Dataset, setti
     question's number in the whole run, which seeds its candidates).
 
     Returns:
-        The verified questions (:data:`VERIFIED_FEATURES`), backed by ``verified.arrow``.
+        The verified questions (:data:`VERIFIED_FEATURES`) in ``verified.arrow``.
     """
     window = _answer_window(context.generator, settings.num_samples)
     stream = answer_stream(context, _rows(questions), window)
     progress = tqdm(stream, total=len(questions), desc="answer generation", unit="question")
-    answers = datasets.Dataset.from_file(str(write_arrow(arrow_folder / "answers.arrow", ANSWER_FEATURES, progress)))
+    answers = write_arrow(arrow_folder / "answers.arrow", ANSWER_FEATURES, progress)
     progress = tqdm(_verified_rows(context, answers), total=len(answers), desc="verification", unit="question")
-    return datasets.Dataset.from_file(str(write_arrow(arrow_folder / "verified.arrow", VERIFIED_FEATURES, progress)))
+    return write_arrow(arrow_folder / "verified.arrow", VERIFIED_FEATURES, progress)
 
 
-def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> None:
+def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> ArrowTable:
     """Write the run's questions, numbered (``question_index``), to the Arrow file ``path``: the
     ``--questions`` rows, or new ones from question generation."""
     if inputs.questions_file:
@@ -523,10 +522,10 @@ def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> No
     else:
         context.count("questions_asked", inputs.num_questions)
         rows = generate_questions(context, inputs.num_questions)
-    write_arrow(path, QUESTION_FEATURES, ({**row, "question_index": index} for index, row in enumerate(rows)))
+    return write_arrow(path, QUESTION_FEATURES, ({**row, "question_index": index} for index, row in enumerate(rows)))
 
 
-def _kept_rows(dataset: datasets.Dataset, min_votes: int, generator: str, task: TextToSQLTask,
+def _kept_rows(dataset: ArrowTable, min_votes: int, generator: str, task: TextToSQLTask,
                votes: Counter) -> Iterator[dict]:
     """Selection as a stream: the kept rows (:data:`ROW_COLUMNS`, each checked against the
     task's row schema) of the verified questions, read batch by batch; ``votes`` counts the
