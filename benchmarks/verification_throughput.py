@@ -5,8 +5,8 @@ Three ways to verify the same candidates, measured in one run on this machine:
 * baseline, SymGen's procedure: a process pool with one task per candidate (each task opens the
   database, executes the query and sends the rows back), a 5 s timeout per candidate, then an
   execution-result vote in the parent;
-* symgen-datasets: the pipeline's ``verify`` and ``select`` stages on batches of 1,000 questions,
-  as ``symgen generate`` runs them (``SQLiteExecutor.execute_stream``: each distinct program
+* symgen-datasets: the pipeline's verification and selection stages as ``symgen generate`` runs
+  them (``verify_stream`` over ``SQLiteExecutor.execute_stream``: each distinct program
   executed once, many programs per pool task, connections cached per worker, results reduced to
   a key in the worker, deduplication and votes in the parent while the workers execute);
 * lower bound: the sum of the raw SQLite execution times of the distinct programs (execute and
@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from symgen_datasets.pipeline.stages import StageContext, select, verify  # noqa: E402
+from symgen_datasets.pipeline.stages import StageContext, select, verify_stream  # noqa: E402
 from symgen_datasets.tasks import DatabaseDirectory, get_task  # noqa: E402
 from symgen_datasets.verifiers import SQLiteExecutor, distinct_programs  # noqa: E402
 from symgen_datasets.verifiers.sqlite import decode_text, fetch_rows, is_ordered, result_keys  # noqa: E402
@@ -109,15 +109,11 @@ def symgen(questions, candidates, db_dir: Path) -> tuple[float, set]:
     with SQLiteExecutor(timeout_s=5.0) as context.executor:
         context.executor.execute(db_dir / questions[0]["db_id"] / f"{questions[0]['db_id']}.sqlite", ["SELECT 1"])  # workers up
         start = time.perf_counter()
-        kept = set()
-        for first in range(0, len(questions), 1000):
-            batch = {
-                "db_id": [q["db_id"] for q in questions[first:first + 1000]],
-                "candidates": candidates[first:first + 1000],
-                "candidate_logprobs": [[None] * len(c) for c in candidates[first:first + 1000]],
-            }
-            batch.update(verify(batch, context))
-            kept.update(first + i for i, keep in enumerate(select(batch, V)) if keep)
+        rows = (
+            {"question_index": i, "db_id": q["db_id"], "candidates": c, "candidate_logprobs": [None] * len(c)}
+            for i, (q, c) in enumerate(zip(questions, candidates))
+        )
+        kept = {row["question_index"] for row in verify_stream(context, rows) if select({"votes": [row["votes"]]}, V)[0]}
         seconds = time.perf_counter() - start
     return seconds, kept
 

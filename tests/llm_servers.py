@@ -144,8 +144,9 @@ class LLMServer:
     are served at once (the others wait), like a real server's batch size, so the server's
     capacity is ``capacity / latency_s`` requests per second.
 
-    Use as a context manager; :attr:`url` is its root URL; :attr:`seen` lists the requests;
-    :attr:`requests` counts the POSTs (faulty ones included).
+    Use as a context manager; :attr:`url` is its root URL; :attr:`seen` lists the requests
+    (unless ``record=False``, for long benchmarks); :attr:`requests` counts the POSTs (faulty
+    ones included).
     """
 
     def __init__(
@@ -155,8 +156,10 @@ class LLMServer:
         latency_s: float = 0.0,
         model_id: str = "test-llm",
         capacity: int | None = None,
+        record: bool = True,
     ):
         self.responder = responder
+        self.record = record
         self.faults = faults or Faults()
         self.latency_s = latency_s
         self.model_id = model_id
@@ -202,7 +205,8 @@ class LLMServer:
             else:
                 parameters = body.get("parameters") or {}
                 prompt, seed = body["inputs"], parameters.get("seed") or 0
-            self.seen.append({"prompt": prompt, "parameters": parameters})
+            if self.record:
+                self.seen.append({"prompt": prompt, "parameters": parameters})
             await asyncio.sleep(self.latency_s)  # the slot is busy for latency_s
             text, logprobs = self.responder(prompt, parameters, seed)
             text = _cut(text, parameters.get("stop") or [])

@@ -88,7 +88,7 @@ def reverify(source: str, db_dir: str | None = None, max_workers: int | None = N
     with SQLiteExecutor(max_workers=max_workers, timeout_s=settings["timeout_s"]) as executor:
         context = StageContext(task=task, databases=databases, executor=executor)
         revoted = candidates.select_columns(["question", "db_id", "candidates", "candidate_logprobs"]).map(
-            verify, batched=True, batch_size=32, fn_kwargs={"context": context}, desc="re-verification",
+            verify, batched=True, batch_size=1000, fn_kwargs={"context": context}, desc="re-verification",
             # keyed by the candidates' own (content-derived) fingerprint: new candidates, new cache
             new_fingerprint=f"reverify-{candidates._fingerprint}",
         )

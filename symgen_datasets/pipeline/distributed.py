@@ -50,6 +50,13 @@ class Node:
 
         return gather_object([value])
 
+    def leave(self) -> None:
+        """Leave the process group (no-op for one process). A process that exits without
+        leaving may abort at exit (gloo's threads are torn down while still running)."""
+        if self._state is not None:
+            self._state.destroy_process_group()
+            self._state = None
+
 
 def current_node() -> Node:
     """The :class:`Node` of this process: from the environment that ``accelerate launch`` and

@@ -26,7 +26,7 @@ from ..io import validate_record
 from ..tasks import DatabaseDirectory, TextToSQLTask, get_task
 from ..verifiers import SQLiteExecutor
 from .distributed import current_node
-from .stages import StageContext, answer_stream, generate_questions, select, verify
+from .stages import StageContext, answer_stream, generate_questions, select, verify_stream
 
 #: Columns of a kept row, in order (Spider's names first, then provenance).
 ROW_COLUMNS = [
@@ -317,6 +317,7 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
         "hits": getattr(generator, "hits", 0),
         "verified": verified,
     })
+    node.leave()
     if not node.is_main:
         return None
     # the shards in rank order are the questions in order
@@ -484,15 +485,6 @@ def _rows(dataset: datasets.Dataset | ArrowTable) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
-def _verified_rows(context: StageContext, answers: ArrowTable) -> Iterator[dict]:
-    """Verification as a stream: the answered questions, batch by batch, with the columns
-    :func:`verify` adds."""
-    for batch in stream_batches(answers):
-        columns = batch.to_pydict()
-        columns.update(verify(columns, context))
-        yield from ({name: values[i] for name, values in columns.items()} for i in range(batch.num_rows))
-
-
 def _run_answer_stages(context: StageContext, questions: ArrowTable | datasets.Dataset, settings: GenerateSettings,
                        arrow_folder: Path) -> ArrowTable:
     """Answer generation streamed to ``answers.arrow``, then verification streamed to
@@ -509,7 +501,7 @@ def _run_answer_stages(context: StageContext, questions: ArrowTable | datasets.D
     stream = answer_stream(context, _rows(questions), window)
     progress = tqdm(stream, total=len(questions), desc="answer generation", unit="question")
     answers = write_arrow(arrow_folder / "answers.arrow", ANSWER_FEATURES, progress)
-    progress = tqdm(_verified_rows(context, answers), total=len(answers), desc="verification", unit="question")
+    progress = tqdm(verify_stream(context, answers), total=len(answers), desc="verification", unit="question")
     return write_arrow(arrow_folder / "verified.arrow", VERIFIED_FEATURES, progress)
 
 

@@ -204,49 +204,72 @@ def answer_stream(context: StageContext, rows: Iterable[dict], window: int) -> I
         concurrent.futures.wait(futures)
 
 
-def verify(batch: Batch, context: StageContext) -> Batch:
-    """The agreement-based verifier: execute each distinct candidate once on the question's
-    database (read-only, time-limited, in worker processes) and take the execution-based majority
-    vote (:func:`~symgen_datasets.verifiers.majority_vote`).
+#: The columns verification adds to an answered question.
+VERIFY_COLUMNS = (
+    "query", "votes", "num_candidates", "num_executable", "num_distinct_results", "logprob",
+    "candidate_status", "candidate_result",
+)
 
-    Batched ``Dataset.map`` function. Candidates that are ``""`` (nothing extracted) count as
-    candidates but never as votes.
 
-    Returns:
-        ``query``, ``votes``, ``num_candidates``, ``num_executable``, ``num_distinct_results``,
-        ``logprob`` (the vote), and per candidate ``candidate_status`` (``ok``, ``error``,
-        ``timeout``, ``crash`` or ``unparsed``) and ``candidate_result`` (the result key).
+def verify_stream(context: StageContext, rows: Iterable[dict]) -> Iterator[dict]:
+    """The agreement-based verifier as a stream: execute each distinct candidate once on the
+    question's database (read-only, time-limited, in worker processes) and take the
+    execution-based majority vote (:func:`~symgen_datasets.verifiers.majority_vote`).
+
+    ``rows`` (with ``db_id``, ``candidates`` and ``candidate_logprobs``) are read lazily: the
+    next questions are deduplicated, and the last ones voted on, while the workers execute
+    (:meth:`SQLiteExecutor.execute_stream`); memory holds a window of questions, whatever their
+    number. Candidates that are ``""`` (nothing extracted) count as candidates but never as votes.
+
+    Yields:
+        Each row, in order, with :data:`VERIFY_COLUMNS` added: ``query``, ``votes``,
+        ``num_candidates``, ``num_executable``, ``num_distinct_results``, ``logprob`` (the vote),
+        and per candidate ``candidate_status`` (``ok``, ``error``, ``timeout``, ``crash`` or
+        ``unparsed``) and ``candidate_result`` (the result key).
     """
-    distinct_per_row: deque[tuple[list[str], list[int]]] = deque()
+    pending: deque[tuple[dict, list[str], list[int]]] = deque()
 
     def jobs() -> Iterator[tuple[Any, list[str]]]:
-        # Deduplicated lazily: the parent prepares the next questions while workers execute.
-        for candidates, db_id in zip(batch["candidates"], batch["db_id"]):
-            programs, index = distinct_programs(candidates)
-            distinct_per_row.append((programs, index))
-            yield context.databases.path(db_id), [p for p in programs if p]
+        for row in rows:
+            programs, index = distinct_programs(row["candidates"])
+            pending.append((row, programs, index))
+            yield context.databases.path(row["db_id"]), [p for p in programs if p]
 
-    columns: Batch = {name: [] for name in (
-        "query", "votes", "num_candidates", "num_executable", "num_distinct_results", "logprob",
-        "candidate_status", "candidate_result",
-    )}
     unparsed = ExecutionResult("unparsed", error="no SQL program in the completion")
-    for candidates, logprobs, executed in zip(
-        batch["candidates"], batch["candidate_logprobs"], context.executor.execute_stream(jobs())
-    ):
-        programs, index = distinct = distinct_per_row.popleft()
+    for executed in context.executor.execute_stream(jobs()):
+        row, programs, index = pending.popleft()
         executed = iter(executed)
         outcomes = [next(executed) if program else unparsed for program in programs]
-        vote = majority_vote(candidates, outcomes, logprobs, distinct)
+        vote = majority_vote(row["candidates"], outcomes, row["candidate_logprobs"], (programs, index))
         context.count("candidates_executable", vote.num_executable)
-        columns["query"].append(vote.query or "")
-        columns["votes"].append(vote.votes)
-        columns["num_candidates"].append(vote.num_candidates)
-        columns["num_executable"].append(vote.num_executable)
-        columns["num_distinct_results"].append(vote.num_distinct_results)
-        columns["logprob"].append(vote.logprob)
-        columns["candidate_status"].append([outcomes[i].status for i in index])
-        columns["candidate_result"].append([outcomes[i].key for i in index])
+        yield {
+            **row,
+            "query": vote.query or "",
+            "votes": vote.votes,
+            "num_candidates": vote.num_candidates,
+            "num_executable": vote.num_executable,
+            "num_distinct_results": vote.num_distinct_results,
+            "logprob": vote.logprob,
+            "candidate_status": [outcomes[i].status for i in index],
+            "candidate_result": [outcomes[i].key for i in index],
+        }
+
+
+def verify(batch: Batch, context: StageContext) -> Batch:
+    """:func:`verify_stream` as a batched ``Dataset.map`` function.
+
+    Args:
+        batch: columns ``db_id``, ``candidates`` and ``candidate_logprobs`` at least.
+
+    Returns:
+        The :data:`VERIFY_COLUMNS` of the batch's rows.
+    """
+    names = list(batch)
+    rows = (dict(zip(names, values)) for values in zip(*batch.values()))
+    columns: Batch = {name: [] for name in VERIFY_COLUMNS}
+    for row in verify_stream(context, rows):
+        for name in VERIFY_COLUMNS:
+            columns[name].append(row[name])
     return columns
 
 
