@@ -2,8 +2,9 @@
 
 ``generate_answers``, ``verify`` and ``select`` are batched ``Dataset.map`` / ``Dataset.filter``
 functions: they take a batch (a dict of column lists) and a :class:`StageContext` (bind it with
-``fn_kwargs``) and return new columns. ``answer_stream`` is answer generation as a stream of rows
-with no batch boundary (``symgen generate`` writes it to an Arrow file as it comes).
+``fn_kwargs``) and return new columns. ``answer_stream`` and ``verify_stream`` are answer generation
+and verification as streams of rows with no batch boundary (``symgen generate`` writes each to an
+Arrow file as it comes).
 ``generate_questions`` is sequential by nature (global deduplication) and returns plain rows.
 """
 
