@@ -56,10 +56,13 @@ def distinct_programs(candidates: Sequence[str]) -> tuple[list[str], list[int]]:
         and for each candidate the position of its program in ``programs``.
     """
     position: dict[str, int] = {}
+    of_text: dict[str, int] = {}  # sampled programs often repeat verbatim: normalise each text once
     index = []
     for candidate in candidates:
-        program = normalize_sql(candidate)
-        index.append(position.setdefault(program, len(position)))
+        found = of_text.get(candidate)
+        if found is None:
+            found = of_text[candidate] = position.setdefault(normalize_sql(candidate), len(position))
+        index.append(found)
     return list(position), index
 
 
