@@ -146,7 +146,7 @@ def _fetch(connection: sqlite3.Connection, query: str, max_rows: int) -> list[tu
 
 
 _ORDER_BY = re.compile(r"\border\s+by\b", re.I)
-_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|[()]|\border\s+by\b", re.I | re.S)
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|[()]|" + _ORDER_BY.pattern, re.I | re.S)
 
 
 def is_ordered(query: str) -> bool:
@@ -392,6 +392,11 @@ class SQLiteExecutor:
             while waiting and waiting[0][1] == 0:
                 yield waiting.popleft()[0]
 
+        def submit_task() -> None:
+            nonlocal size, groups, places
+            in_flight.append((self._schedule(groups), groups, places))
+            size, groups, places = min(2 * size, self.chunk_queries), [], []
+
         for db_path, queries in jobs:
             db_path, queries = str(db_path), list(queries)
             entry = [[None] * len(queries), len(queries)]
@@ -402,17 +407,15 @@ class SQLiteExecutor:
                 groups[-1][1].append(query)
                 places.append((entry, position))
                 if len(places) >= size:
-                    in_flight.append((self._schedule(groups), groups, places))
-                    size, groups, places = min(2 * size, self.chunk_queries), [], []
+                    submit_task()
             while len(in_flight) >= limit:
                 finish_oldest_task()
             yield from finished_jobs()
         if places:
-            in_flight.append((self._schedule(groups), groups, places))
+            submit_task()
         while in_flight:
             finish_oldest_task()
             yield from finished_jobs()
-        yield from finished_jobs()
 
     def execute_many(
         self, jobs: Iterable[tuple[str | Path, Sequence[str]]]
