@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("task", help="task name: spider | geoquery_sql")
     gen.add_argument("--demos", metavar="FILE", help="JSONL demonstrations (question, query, db_id); default: the task's packaged 10-shot demos")
-    gen.add_argument("--db-dir", metavar="DIR", help="folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases")
+    _db_dir_option(gen)
     gen.add_argument("--questions", metavar="FILE", help="JSONL (or JSON array) with question and db_id: skip question generation")
     gen.add_argument("--num-questions", metavar="N", type=int, help="questions to generate (default: 20)")
     gen.add_argument("--num-samples", metavar="K", type=int, default=20, help="candidates per question (default: 20)")
@@ -64,8 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         "set with the published rows. Exit status 1 when they differ.",
     )
     check.add_argument("source", help="a dataset folder, or REPO_ID[@REVISION] on the Hub")
-    check.add_argument("--db-dir", metavar="DIR", help="folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases")
+    _db_dir_option(check)
     return parser
+
+
+def _db_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db-dir", metavar="DIR", help="folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases")
 
 
 def _hub_options(parser: argparse.ArgumentParser) -> None:
