@@ -92,7 +92,7 @@ class SymgenBuilderConfig(datasets.BuilderConfig):
         databases = task.databases(self.db_dir)
         for db_id in databases.db_ids:
             digest.update(db_id.encode())
-            _file_sha256(databases.path(db_id), digest)
+            _file_sha256(databases.source_path(db_id), digest)
         for template in (task.question_template, task.answer_template):
             digest.update(prompts.template_hash(template).encode())
         digest.update(__version__.encode())
@@ -121,7 +121,11 @@ class SymgenBuilder(datasets.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        result = generate(self.config.settings(), write=False)
+        # the run's work folder (response cache, so an interrupted build resumes) lives in the
+        # datasets cache, keyed by the config id, never in the current directory
+        settings = self.config.settings()
+        settings.work_dir = str(Path(self._cache_dir_root) / "symgen_work" / self.config_id)
+        result = generate(settings, write=False)
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": result.rows})]
 
     def _generate_examples(self, rows: Iterable[dict]):

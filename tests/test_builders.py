@@ -38,6 +38,7 @@ def test_unchanged_config_is_never_regenerated(server, tmp_path):
     assert second.to_list() == first.to_list()
     assert second_builder.cache_dir == first_builder.cache_dir
     assert "1.0.0" in first_builder.cache_dir  # the config's datasets.Version is in the cache path
+    assert (tmp_path / "symgen_work" / first_builder.config_id / "responses.sqlite").is_file()  # not in the current folder
 
 
 def test_a_changed_setting_is_never_served_stale(server, tmp_path):
