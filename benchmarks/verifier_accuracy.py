@@ -23,6 +23,7 @@ import argparse
 import json
 import sqlite3
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -41,17 +42,20 @@ def run(dev, gold, correct, seeds, accuracy, repeat, mistakes, num_samples, min_
     totals = Counter()
     for seed in seeds:
         responder = OracleResponder(gold, accuracy=accuracy, repeat=repeat, mistakes=mistakes)
-        with LLMServer(responder) as server:
+        # a work folder of its own, no response cache: every simulated model has the same id, so
+        # a shared cache would serve one setting's answers to the next
+        with LLMServer(responder) as server, tempfile.TemporaryDirectory() as work:
             result = generate(
                 GenerateSettings(
                     task="geoquery_sql", questions=str(DEV), generator=f"tgi:{server.url}",
                     num_samples=num_samples, min_votes=min_votes, seed=seed, concurrency=32,
+                    work_dir=work, cache=False,
                 ),
                 write=False,
             )
-        kept = len(result.rows)
-        kept_correct = sum(correct(r["question"], r["query"]) for r in result.rows)
-        baseline_correct = sum(correct(c["question"], c["candidates"][0]) for c in result.candidates)
+            kept = len(result.rows)  # the rows live in the work folder: read them before it goes
+            kept_correct = sum(correct(r["question"], r["query"]) for r in result.rows)
+            baseline_correct = sum(correct(c["question"], c["candidates"][0]) for c in result.candidates)
         totals.update(kept=kept, kept_correct=kept_correct, baseline=baseline_correct, questions=len(dev))
         if verbose:
             print(f"{seed:>4}  {kept:>6}  {kept / len(dev):>7.1%}  {kept_correct / kept:>14.1%}  "
@@ -69,7 +73,7 @@ def main() -> int:
 
     dev = [json.loads(line) for line in DEV.read_text().splitlines()]
     gold = {row["question"].strip(): row["query"] for row in dev}
-    database = get_task("geoquery_sql").databases().path("geography_db")
+    database = get_task("geoquery_sql").databases().source_path("geography_db")
     connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
 
     def correct(question: str, query: str) -> bool:
