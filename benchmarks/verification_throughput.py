@@ -6,7 +6,8 @@ Three ways to verify the same candidates, measured in one run on this machine:
   database, executes the query and sends the rows back), a 5 s timeout per candidate, then an
   execution-result vote in the parent;
 * symgen-datasets: the pipeline's verification and selection stages as ``symgen generate`` runs
-  them (``verify_stream`` over ``SQLiteExecutor.execute_stream``: each distinct program
+  them, on the run's database snapshots (taken before the clock, as a run takes them before its
+  first request; ``verify_stream`` over ``SQLiteExecutor.execute_stream``: each distinct program
   executed once, many programs per pool task, connections cached per worker, results reduced to
   a key in the worker, deduplication and votes in the parent while the workers execute);
 * lower bound: the sum of the raw SQLite execution times of the distinct programs (execute and
@@ -106,6 +107,8 @@ def baseline(questions, candidates, db_dir: Path) -> tuple[float, set]:
 
 def symgen(questions, candidates, db_dir: Path) -> tuple[float, set]:
     context = StageContext(task=get_task("spider"), databases=DatabaseDirectory(db_dir), executor=None)
+    for db_id in sorted({q["db_id"] for q in questions}):  # as `symgen generate` does before its first request
+        context.databases.path(db_id)
     with SQLiteExecutor(timeout_s=5.0) as context.executor:
         context.executor.execute(db_dir / questions[0]["db_id"] / f"{questions[0]['db_id']}.sqlite", ["SELECT 1"])  # workers up
         start = time.perf_counter()

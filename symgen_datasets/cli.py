@@ -7,8 +7,9 @@ import logging
 import os
 import sys
 
-from .errors import SymgenError
-from .generators import SPEC_HELP
+from .errors import EXIT_DIFFERENCES, EXIT_INTERRUPTED, BudgetExhausted, SymgenError
+from .generators import REQUEST_TIMEOUT_S, SPEC_HELP
+from .io import MAX_INPUT_CHARS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--concurrency", type=int, default=16, help="LLM requests in flight at most (default: 16)")
     gen.add_argument("--generator", metavar="SPEC", default="embedded", help=f"{SPEC_HELP} (default: embedded)")
     gen.add_argument("--timeout", dest="timeout_s", type=float, default=5.0, help="per-query execution time limit in seconds (default: 5)")
-    gen.add_argument("--max-retries", type=int, default=6, help="attempts per LLM request on 429/5xx/connection errors (default: 6)")
+    gen.add_argument("--max-retries", type=int, default=6, help="attempts per LLM request on 429/5xx/connection errors and timeouts (default: 6)")
+    gen.add_argument("--request-timeout", dest="request_timeout_s", metavar="S", type=float, default=REQUEST_TIMEOUT_S,
+                     help=f"time limit of one attempt of an LLM request in seconds (default: {REQUEST_TIMEOUT_S:g})")
+    gen.add_argument("--max-input-chars", metavar="N", type=int, default=MAX_INPUT_CHARS,
+                     help=f"longest question or program accepted in --demos and --questions, in characters (default: {MAX_INPUT_CHARS})")
     gen.add_argument("--output", metavar="DIR", help="dataset folder to write (default: ./<task>-synth)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output folder")
     gen.add_argument("--work-dir", metavar="DIR", help="the run's work folder (response cache; default: .<output>.work beside --output)")
@@ -60,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "verify",
         help="recompute a dataset's kept rows from its candidates (no LLM)",
-        description="Re-execute every published candidate, redo the majority vote and compare the kept "
-        "set with the published rows. Exit status 1 when they differ.",
+        description="Re-execute every published candidate, compare its outcome with the stored one, redo the "
+        "majority vote and compare the kept set with the published rows. Exit status 1 when they differ, 2 when "
+        "the source cannot be read.",
     )
     check.add_argument("source", help="a dataset folder, or REPO_ID[@REVISION] on the Hub")
     _db_dir_option(check)
@@ -149,24 +155,55 @@ def _verify(args: argparse.Namespace) -> int:
     report = reverify(args.source, db_dir=args.db_dir)
     for line in report.differences:
         print(line)
+    print(f"re-executed the {report.candidates_checked} published candidates and compared their stored outcomes")
     verdict = "identical" if report.identical else f"{len(report.differences)} differences"
     print(f"{report.source}: published {report.published} rows, re-verification keeps {report.recomputed}: {verdict}")
-    return 0 if report.identical else 1
+    return 0 if report.identical else EXIT_DIFFERENCES
+
+
+class _ProgressFriendlyHandler(logging.Handler):
+    """Writes log records to the current ``sys.stderr`` through ``tqdm.write``, so that notices
+    (retries, warnings) appear between progress bars instead of through them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never break the run
+            self.handleError(record)
+
+
+def _show_notices() -> None:
+    """Show the library's warnings (``symgen_datasets`` loggers) on stderr, once per process."""
+    logger = logging.getLogger("symgen_datasets")
+    if not any(isinstance(handler, _ProgressFriendlyHandler) for handler in logger.handlers):
+        handler = _ProgressFriendlyHandler()
+        handler.setFormatter(logging.Formatter("symgen: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``symgen``; returns the exit status (2 for bad input or a failed backend)."""
+    """Entry point of ``symgen``; returns the exit status: 0 done, 1 differences found by
+    ``verify``, 2 bad input / a failed request / a busy folder or database, 3 stopped at
+    ``--max-requests`` (resumable), 130 interrupted (see :mod:`symgen_datasets.errors`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
+    _show_notices()
     args = _parser().parse_args(argv)
     try:
         return {"generate": _generate, "push": _push, "versions": _versions, "verify": _verify}[args.command](args)
+    except BudgetExhausted as stop:  # a clean, resumable stop, not a failure
+        print(f"symgen {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except SymgenError as error:
         print(f"symgen {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
-        print(f"symgen {args.command}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        print(f"symgen {args.command}: interrupted; nothing was written (the same command resumes)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import jsonschema
 
 from .errors import InputError
+
+#: Default limit on the length of one input text field (characters), ``--max-input-chars``. The
+#: longest question or program in SymGen's seed and dev files is under 600 characters; a field
+#: far longer is a mistake (a pasted file, a broken export) that would stall prompt building and
+#: could never fit a model's context.
+MAX_INPUT_CHARS = 4000
 
 
 def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -17,36 +24,59 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     Args:
         path: a ``.jsonl`` file (one JSON object per line; blank lines are skipped) or a file
             whose first non-blank character is ``[`` (a JSON array of objects, e.g. Spider's
-            ``dev.json``).
+            ``dev.json``). UTF-8, with or without a byte order mark.
 
     Yields:
         ``("FILE line N", record)`` for JSON Lines, ``("FILE item N", record)`` for an array
         (N is 1-based), so that later validation errors can name the place.
 
     Raises:
-        InputError: the file is missing or unreadable, a line is not valid JSON, or a record
-            is not a JSON object.
+        InputError: the file is missing or unreadable, a line is not UTF-8 or not valid JSON
+            (naming the line), or a record is not a JSON object.
     """
     path = Path(path)
     try:
-        with path.open(encoding="utf-8") as handle:
-            first = ""
+        with path.open("rb") as handle:
+            first = b""
             while not first.strip() and (chunk := handle.read(4096)):
                 first += chunk
             handle.seek(0)
-            if first.lstrip().startswith("["):
+            if first.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"["):
                 yield from _array_records(path, handle.read())
                 return
-            for lineno, line in enumerate(handle, start=1):  # one line at a time: any size
+            for lineno, raw in enumerate(handle, start=1):  # one line at a time: any size
+                line = _decode(path, lineno, raw.removeprefix(codecs.BOM_UTF8) if lineno == 1 else raw)
                 if line.strip():
                     yield f"{path} line {lineno}", _line_record(path, lineno, line)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read the file ({error})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder; expected a JSON Lines file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
 
 
-def _array_records(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _decode(path: Path, lineno: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, lineno, raw[error.start], error.start + 1) from None
+
+
+def _not_utf8(path: Path, lineno: int, byte: int, column: int) -> InputError:
+    return InputError(
+        f"{path} line {lineno}: not valid UTF-8 (byte 0x{byte:02x} at byte {column} of the line); save the file as UTF-8"
+    )
+
+
+def _array_records(path: Path, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        lineno = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        raise _not_utf8(path, lineno, data[error.start], column) from None
     try:
         items = json.loads(text)
     except json.JSONDecodeError as error:
@@ -54,6 +84,8 @@ def _array_records(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]
             f"{path} line {error.lineno}: invalid JSON ({error.msg}); "
             "expected a JSON array of objects or one JSON object per line"
         ) from None
+    if not isinstance(items, list):
+        raise InputError(f"{path}: expected a JSON array of objects or one JSON object per line")
     for index, item in enumerate(items, start=1):
         where = f"{path} item {index}"
         if not isinstance(item, dict):
@@ -74,6 +106,28 @@ def _line_record(path: Path, lineno: int, line: str) -> dict[str, Any]:
     return item
 
 
+def check_lengths(record: dict[str, Any], fields: Iterable[str], max_chars: int, where: str) -> None:
+    """Refuse a record whose text ``fields`` are longer than ``max_chars`` characters.
+
+    Args:
+        record: the record (fields that are missing or not strings are left to the schema).
+        fields: the names of the text fields to check.
+        max_chars: the limit (``--max-input-chars``).
+        where: the file and line, for the message.
+
+    Raises:
+        InputError: naming ``where``, the field, its length and the limit, and the flag that
+            raises it.
+    """
+    for name in fields:
+        value = record.get(name)
+        if isinstance(value, str) and len(value) > max_chars:
+            raise InputError(
+                f"{where}: field {name} is {len(value)} characters long, over the limit of {max_chars}; "
+                "shorten it, or raise the limit with --max-input-chars"
+            )
+
+
 _VALIDATORS: dict[str, jsonschema.Draft202012Validator] = {}
 
 
@@ -90,4 +144,5 @@ def validate_record(record: dict[str, Any], schema: dict[str, Any], where: str) 
     error = jsonschema.exceptions.best_match(validator.iter_errors(record))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path) or "(record)"
-        raise InputError(f"{where}: field {field}: {error.message}")
+        message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+        raise InputError(f"{where}: field {field}: {message}")

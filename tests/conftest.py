@@ -24,7 +24,7 @@ def geoquery_dev() -> list[dict]:
 @pytest.fixture(scope="session")
 def geography_db() -> Path:
     """The real GeoQuery SQLite database packaged with the geoquery_sql task."""
-    return get_task("geoquery_sql").databases().path("geography_db")
+    return get_task("geoquery_sql").databases().source_path("geography_db")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@
 
 What the "model" answers is a :class:`Responder`: a function of (prompt, parameters, seed). The
 servers also inject faults on request (status codes with ``Retry-After``, dropped connections)
-to test retries.
+to test retries; a fault's body echoes the request's ``Authorization`` header and URL, as a
+careless server's error page might (credentials must never reach messages).
 """
 
 from __future__ import annotations
@@ -157,8 +158,10 @@ class LLMServer:
         model_id: str = "test-llm",
         capacity: int | None = None,
         record: bool = True,
+        info: dict | None = None,
     ):
         self.responder = responder
+        self.info = info
         self.record = record
         self.faults = faults or Faults()
         self.latency_s = latency_s
@@ -181,8 +184,8 @@ class LLMServer:
         return app
 
     async def _info(self, request: web.Request) -> web.Response:
-        return web.json_response({"model_id": self.model_id, "model_sha": "0123456789abcdef",
-                                  "max_input_tokens": 8000, "max_total_tokens": 8192})
+        default = {"model_id": self.model_id, "model_sha": "0123456789abcdef", "max_input_tokens": 8000, "max_total_tokens": 8192}
+        return web.json_response(default if self.info is None else self.info)
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model_id, "object": "model", "owned_by": "test"}]})
@@ -196,7 +199,8 @@ class LLMServer:
             return web.Response()
         if fault is not None:
             headers = {"Retry-After": str(self.faults.retry_after)} if self.faults.retry_after is not None else {}
-            return web.json_response({"error": "injected fault", "error_type": "overloaded"}, status=int(fault), headers=headers)
+            echo = f"injected fault for {request.url} with Authorization {request.headers.get('Authorization')}"
+            return web.json_response({"error": echo, "error_type": "overloaded"}, status=int(fault), headers=headers)
         if self._slots is not None:
             await self._slots.acquire()
         try:
@@ -206,7 +210,8 @@ class LLMServer:
                 parameters = body.get("parameters") or {}
                 prompt, seed = body["inputs"], parameters.get("seed") or 0
             if self.record:
-                self.seen.append({"prompt": prompt, "parameters": parameters})
+                self.seen.append({"prompt": prompt, "parameters": parameters, "query": dict(request.query),
+                                  "authorization": request.headers.get("Authorization")})
             await asyncio.sleep(self.latency_s)  # the slot is busy for latency_s
             text, logprobs = self.responder(prompt, parameters, seed)
             text = _cut(text, parameters.get("stop") or [])

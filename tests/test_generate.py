@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
+import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -270,3 +276,141 @@ def test_no_question_generated_says_why(tmp_path, capsys):
     assert status == 2 and "questions_parsed" not in err and "questions 0" in err
     assert server.requests == 1 + 8 * 4  # the health check, then the budget: 4 prompts per wanted question, 4 samples each
     assert not out.exists()
+
+
+# --- limits, encodings, unusable folders and databases, interruptions ---------------------------
+
+GEO_QUESTION = '{"question": "how many states are there", "db_id": "geography_db"}\n'
+
+
+def test_an_overlong_question_or_demonstration_is_refused_up_front(tmp_path, out, capsys):
+    huge = "x" * 5_000_000
+    questions = write(tmp_path / "q.jsonl", GEO_QUESTION * 2 + json.dumps({"question": huge, "db_id": "geography_db"}) + "\n")
+    for extra in ([], ["--dry-run"]):
+        status, err = run_cli(["generate", "geoquery_sql", "--questions", str(questions), "--generator", UNREACHABLE,
+                               "--output", str(out), *extra], capsys)
+        assert status == 2, err
+        assert f"{questions} line 3: field question is 5000000 characters long, over the limit of 4000" in err
+        assert "--max-input-chars" in err and len(err) < 1000  # the value itself is not echoed
+    demos = write(tmp_path / "demos.jsonl", json.dumps({"question": "how many rivers are there", "query": "SELECT " + "1 + " * 2000 + "1",
+                                                        "db_id": "geography_db"}) + "\n")
+    status, err = run_cli(["generate", "geoquery_sql", "--demos", str(demos), "--generator", UNREACHABLE, "--output", str(out)], capsys)
+    assert status == 2 and f"{demos} line 1: field query is 8008 characters long, over the limit of 4000" in err
+
+
+def test_a_prompt_that_cannot_fit_the_model_fails_before_any_request(tmp_path, out, capsys, oracle):
+    """With the limit raised, the long question passes the input check, but its prompt cannot fit
+    the server's context (GET /info): an error naming it, before any generation request."""
+    long_question = "how many states border " + "the state that borders " * 400 + "texas"
+    questions = write(tmp_path / "q.jsonl", GEO_QUESTION + json.dumps({"question": long_question, "db_id": "geography_db"}) + "\n")
+    with LLMServer(oracle, info={"model_id": "small-context", "max_input_tokens": 2000, "max_total_tokens": 2048}) as server:
+        status, err = run_cli(["generate", "geoquery_sql", "--questions", str(questions), "--generator", f"tgi:{server.url}",
+                               "--max-input-chars", "20000", "--output", str(out)], capsys)
+    assert status == 2, err
+    assert "the answer-generation prompt for database 'geography_db' and question 'how many states border the state" in err
+    assert "does not fit the model" in err and "at most 1848" in err  # 2048 total - 200 new tokens
+    assert server.requests == 0  # not even the 1-token check
+
+
+def test_utf8_with_a_byte_order_mark_is_accepted_and_other_encodings_name_the_line(tmp_path, out, capsys):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(codecs.BOM_UTF8 + (GEO_QUESTION * 2).encode())
+    array = tmp_path / "bom.json"
+    array.write_bytes(codecs.BOM_UTF8 + b'[\n  {"question": "how many states are there", "db_id": "geography_db"}\n]')
+    for questions in (bom, array):
+        status, err = run_cli(["generate", "geoquery_sql", "--questions", str(questions), "--generator", UNREACHABLE,
+                               "--dry-run", "--output", str(out)], capsys)
+        assert status == 0, err
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(GEO_QUESTION.encode() + '{"question": "what is the capital of québec", "db_id": "geography_db"}\n'.encode("latin-1"))
+    latin1_array = tmp_path / "latin1.json"
+    latin1_array.write_bytes(b'[\n{"question": "a b c d e f", "db_id": "geography_db"},\n{"question": "caf\xe9 b c d e", "db_id": "geography_db"}\n]')
+    for questions, line in ((latin1, 2), (latin1_array, 3)):
+        status, err = run_cli(["generate", "geoquery_sql", "--questions", str(questions), "--generator", UNREACHABLE,
+                               "--output", str(out)], capsys)
+        assert status == 2 and f"{questions} line {line}: not valid UTF-8 (byte 0xe9" in err, err
+
+
+def test_an_empty_database_file_is_refused_before_any_request(tmp_path, out, capsys, oracle):
+    db_dir = tmp_path / "dbs"
+    (db_dir / "empty").mkdir(parents=True)
+    (db_dir / "empty" / "empty.sqlite").write_bytes(b"")
+    (db_dir / "pets_1").mkdir()
+    (db_dir / "pets_1" / "pets_1.sqlite").write_bytes(
+        (Path(__file__).parent.parent / "symgen_datasets/tasks/data/spider/database/pets_1/pets_1.sqlite").read_bytes()
+    )
+    questions = write(tmp_path / "q.jsonl", '{"question": "how many pets are there", "db_id": "pets_1"}\n'
+                                            '{"question": "how many rows are there", "db_id": "empty"}\n')
+    with LLMServer(oracle) as server:
+        for extra in (["--questions", str(questions)], []):  # given questions, and question generation (every database)
+            status, err = run_cli(["generate", "spider", "--db-dir", str(db_dir), *extra, "--generator", f"tgi:{server.url}",
+                                   "--output", str(out)], capsys)
+            assert status == 2 and "empty.sqlite: database 'empty' has no table" in err, err
+    assert server.requests == 0
+
+
+def test_bad_retry_timeout_budget_and_limit_options(capsys, out):
+    for option, value, message in (("--max-retries", "-1", "--max-retries -1: must be at least 1"),
+                                   ("--max-retries", "0", "--max-retries 0: must be at least 1"),
+                                   ("--request-timeout", "0", "--request-timeout 0.0: must be > 0"),
+                                   ("--max-requests", "0", "--max-requests 0: must be at least 1"),
+                                   ("--max-input-chars", "0", "--max-input-chars 0: must be at least 1")):
+        status, err = run_cli(["generate", "geoquery_sql", option, value, "--generator", UNREACHABLE, "--output", str(out)], capsys)
+        assert status == 2 and message in err, err
+
+
+def test_a_hung_server_is_reported_while_it_is_retried(tmp_path, out, capsys):
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        status, err = run_cli(["generate", "geoquery_sql", "--generator", f"tgi:{url}", "--request-timeout", "0.2",
+                               "--max-retries", "2", "--output", str(out)], capsys)
+    assert status == 2
+    assert f"symgen: WARNING: tgi: retrying a request to {url} (no answer within 0.2 s (--request-timeout)): attempt 2 of 2" in err
+    assert err.index("retrying") < err.index("failed after 2 attempts")
+
+
+#: As root (who may write anywhere), commands run without the capabilities that bypass permission bits.
+AS_ORDINARY_USER = (["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+                    if os.geteuid() == 0 else [])
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="needs setpriv (util-linux) to drop root's override")
+def test_an_unwritable_output_is_refused_before_any_request(tmp_path, oracle):
+    """A read-only parent folder: refused up front (exit 2), not after every LLM call."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o555)
+    try:
+        with LLMServer(oracle) as server:
+            result = subprocess.run(
+                [*AS_ORDINARY_USER, sys.executable, "-m", "symgen_datasets.cli", "generate", "geoquery_sql",
+                 "--generator", f"tgi:{server.url}", "--num-questions", "2", "--output", str(locked / "out")],
+                capture_output=True, text=True, timeout=300,
+            )
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"--output {locked / 'out'}: cannot write there ({locked}: Permission denied)" in result.stderr
+        assert "Traceback" not in result.stderr and server.requests == 0
+        assert list(locked.iterdir()) == []
+    finally:
+        os.chmod(locked, 0o755)
+
+
+def test_ctrl_c_stops_quietly_and_the_same_command_resumes(tmp_path, oracle):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "symgen_datasets.cli", "generate", "geoquery_sql", "--num-questions", "12",
+               "--num-samples", "5", "--min-votes", "2", "--concurrency", "4", "--output", str(out)]
+    with LLMServer(oracle, latency_s=0.1) as server:
+        process = subprocess.Popen([*command, "--generator", f"tgi:{server.url}"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while server.requests < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 130, err[-2000:]
+        assert "interrupted" in err and "Task was destroyed" not in err and "Traceback" not in err, err[-2000:]
+        assert not out.exists()
+        assert main([*command[3:], "--generator", f"tgi:{server.url}"]) == 0
+    assert len(load_rows(out, "candidates")) == 12

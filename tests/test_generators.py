@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import logging
+import socket
 import time
 
 import pytest
@@ -142,3 +145,94 @@ def test_a_dead_server_among_several_is_avoided_by_retries(loop):
         loop.run(generator.aclose())
     assert [c.text for c in completions] == [f"SELECT {i};\n\n" for i in range(12)]
     assert generator.retries >= 1 and live.requests == 12
+
+
+# --- credentials, hung servers, what the server reports ------------------------------------------
+
+def host_of(server: LLMServer) -> str:
+    return server.url.removeprefix("http://")
+
+
+@pytest.mark.parametrize("kind", ["tgi", "openai"])
+def test_credentials_in_a_url_are_sent_but_never_shown(kind, loop):
+    """user:password goes as HTTP basic authentication and ?api_key=... with every request; the
+    spec, the provenance and the cache identity show neither."""
+    with LLMServer(echo) as server:
+        spec = f"{kind}:http://alice:pw_SECRET@{host_of(server)}/?api_key=KEY_SECRET"
+        generator = from_spec(spec, retry=FAST_RETRY)
+        loop.run(generator.check())
+        completions = loop.run(generator.sample("-- Question: q\n", SamplingParams(0.8, 5, ("\n\n",)), [7]))
+        loop.run(generator.aclose())
+    assert completions[0].text == "SELECT 7;\n\n"
+    sent = server.seen[-1]
+    assert sent["authorization"] == "Basic " + base64.b64encode(b"alice:pw_SECRET").decode()
+    assert sent["query"] == {"api_key": "KEY_SECRET"}
+    shown = f"{kind}:http://***@{host_of(server)}?api_key=***"
+    assert generator.spec.startswith(shown)
+    for text in (generator.spec, generator.provenance, generator.identity):
+        assert "SECRET" not in text
+
+
+@pytest.mark.parametrize("kind", ["tgi", "openai"])
+def test_error_messages_never_show_credentials_or_the_api_key(kind, loop, monkeypatch):
+    """A server whose error page echoes the Authorization header and the URL; an unreachable
+    server with credentials in its URL; a malformed spec: no message shows a secret."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-KEY_SECRET")
+    with LLMServer(echo, faults=Faults(every=1, status=401)) as server:
+        generator = from_spec(f"{kind}:{server.url}/?token=TOKEN_SECRET", retry=FAST_RETRY)
+        with pytest.raises(GenerationError, match="HTTP 401") as failed:
+            loop.run(generator.sample("p", SamplingParams(0.8, 5), [1]))
+        loop.run(generator.aclose())
+    echoed = server.requests == 1 and "injected fault for" in str(failed.value)
+    assert echoed and "SECRET" not in str(failed.value)
+    generator = from_spec(f"{kind}:http://alice:pw_SECRET@127.0.0.1:9", retry=FAST_RETRY)
+    with pytest.raises(GenerationError, match=r"http://\*\*\*@127.0.0.1:9") as unreachable:
+        loop.run(generator.check())
+    loop.run(generator.aclose())
+    assert "SECRET" not in str(unreachable.value)
+    with pytest.raises(InputError) as malformed:
+        from_spec(f"{kind}:http://alice:pw_SECRET@127.0.0.1:9,ftp://bob:pw_SECRET@x")
+    assert "SECRET" not in str(malformed.value)
+
+
+def test_a_hung_server_times_out_per_attempt_and_each_retry_is_reported(loop, caplog):
+    """A server that accepts connections and never answers: each attempt ends after the request
+    timeout, the retry is reported (server and error), and the request fails after the last
+    attempt instead of waiting minutes in silence."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)  # the kernel accepts the connections; nobody ever reads or answers
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        generator = from_spec(f"tgi:{url}", retry=RetryPolicy(max_attempts=3, initial_wait_s=0.05, max_wait_s=0.1),
+                              request_timeout_s=0.3)
+        generator.report_every_s = 0.0
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="symgen_datasets"), \
+                pytest.raises(GenerationError, match=r"after 3 attempts \(no answer within 0.3 s \(--request-timeout\)\)"):
+            loop.run(generator.check())
+        elapsed = time.monotonic() - start
+        loop.run(generator.aclose())
+    notices = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(notices) == 2, notices
+    assert all(url in notice and "no answer within 0.3 s" in notice for notice in notices)
+    assert "attempt 2 of 3" in notices[0] and "attempt 3 of 3" in notices[1]
+    assert 0.9 <= elapsed < 30  # three attempts of 0.3 s, not the default two minutes each
+
+
+def test_info_without_model_id_is_named_in_a_warning(loop, caplog):
+    with LLMServer(echo, info={"model_sha": "abc"}) as server:
+        generator = from_spec(f"tgi:{server.url}", retry=FAST_RETRY)
+        with caplog.at_level(logging.WARNING, logger="symgen_datasets"):
+            loop.run(generator.check())
+        loop.run(generator.aclose())
+    assert generator.model == ""
+    assert any("reported no model_id" in r.getMessage() and server.url in r.getMessage() for r in caplog.records)
+
+
+def test_the_context_length_comes_from_the_server(loop):
+    with LLMServer(echo, info={"model_id": "m", "max_input_tokens": 1000, "max_total_tokens": 1100}) as server:
+        generator = from_spec(f"tgi:{server.url}", retry=FAST_RETRY)
+        assert generator.max_prompt_tokens(200) is None  # unknown until connected
+        loop.run(generator.connect())
+        loop.run(generator.aclose())
+    assert generator.max_prompt_tokens(48) == 1000 and generator.max_prompt_tokens(200) == 900

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,70 @@ def test_unreachable_hub_is_a_clear_error(folders, tmp_path):
     result = subprocess.run([sys.executable, "-m", "symgen_datasets.cli", "push", str(folders["first"]), REPO, "--version", "1.0.0"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "cannot reach the Hub" in result.stderr and "Traceback" not in result.stderr
+
+
+def copy_of(folder: Path, tmp_path: Path, name: str) -> Path:
+    target = tmp_path / name
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_verify_refuses_unreadable_sources_with_a_clear_message(hub, folders, tmp_path):
+    """Exit 2 (cannot check), never 1 (differences) or a traceback."""
+    corrupted = copy_of(folders["first"], tmp_path, "corrupted")
+    [parquet] = (corrupted / "candidates").iterdir()
+    data = bytearray(parquet.read_bytes())
+    data[100:140] = b"x" * 40
+    parquet.write_bytes(bytes(data))
+    no_candidates = copy_of(folders["first"], tmp_path, "no-candidates")
+    shutil.rmtree(no_candidates / "candidates")
+    no_config = copy_of(folders["first"], tmp_path, "no-config")
+    card = (no_config / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    header["configs"] = [c for c in header["configs"] if c["config_name"] != "candidates"]
+    (no_config / "README.md").write_text("---\n" + yaml.safe_dump(header) + "---" + card.split("---", 2)[2])
+    for source, message in ((corrupted, f"{parquet}: cannot read the parquet file"),
+                            (no_candidates, f"{no_candidates}: candidates/{parquet.name} is missing (the card names it)"),
+                            (no_config, "the card names no 'candidates' config"),
+                            ("./missing", "./missing: no such dataset folder"),
+                            ("not a repo id!", "neither a dataset folder nor REPO_ID[@REVISION]")):
+        result = symgen(hub, "verify", str(source))
+        assert result.returncode == 2, (source, result.stderr[-2000:])
+        assert message in result.stderr and "Traceback" not in result.stderr, (source, result.stderr[-2000:])
+
+
+def test_verify_checks_every_stored_candidate_outcome(hub, folders, tmp_path):
+    tampered = copy_of(folders["first"], tmp_path, "tampered")
+    [parquet] = (tampered / "candidates").iterdir()
+    table = pq.read_table(parquet)
+    results = table.column("candidate_result").to_pylist()
+    question = table.column("question").to_pylist()[0]
+    results[0] = ["0" * 64 if key else key for key in results[0]]  # the vote is unchanged: only the stored outcomes lie
+    pq.write_table(table.set_column(table.schema.get_field_index("candidate_result"), "candidate_result", [results]), parquet)
+    result = symgen(hub, "verify", str(tampered))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"{question}: " in result.stdout and "candidate outcomes differ" in result.stdout and "published ok 000000000000" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["tgi", "openai"])
+def test_credentials_are_never_written_pushed_or_printed(kind, hub, oracle, tmp_path):
+    out = tmp_path / "out"
+    env = {**hub.env, "OPENAI_API_KEY": "sk-KEY_SECRET"}
+    with LLMServer(oracle) as server:
+        spec = f"{kind}:http://alice:pw_SECRET@{server.url.removeprefix('http://')}/?api_key=QUERY_SECRET"
+        generated = subprocess.run(
+            [sys.executable, "-m", "symgen_datasets.cli", "generate", "geoquery_sql", "--generator", spec, "--num-questions", "3",
+             "--num-samples", "3", "--min-votes", "1", "--output", str(out), "--push-to-hub", REPO],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+    assert generated.returncode == 0, generated.stderr[-2000:]
+    assert server.seen[-1]["query"] == {"api_key": "QUERY_SECRET"}  # the credentials were used
+    listing = symgen(hub, "versions", REPO)
+    verified = symgen(hub, "verify", f"{REPO}@v1.0.0")
+    assert listing.returncode == 0 and verified.returncode == 0, listing.stderr + verified.stderr
+    printed = generated.stdout + generated.stderr + listing.stdout + listing.stderr + verified.stdout + verified.stderr
+    assert "SECRET" not in printed and "***@" in listing.stdout
+    written = [p.read_bytes() for p in [*out.rglob("*"), *(tmp_path / ".out.work").rglob("*")] if p.is_file()]
+    pushed = [content for commit in hub.repos[REPO].commits.values() for content in commit.files.values()]
+    assert written and pushed and not any(b"SECRET" in content for content in written + pushed)
+    assert "api_key=***" in (out / "README.md").read_text()

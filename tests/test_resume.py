@@ -76,8 +76,9 @@ def test_max_requests_stops_cleanly_and_the_same_command_resumes(tmp_path, oracl
         total = answered(server)
         out = tmp_path / "out"
         start = answered(server)
-        assert main(args(server, out, "--max-requests", "10")) == 2
-        assert "stopped at --max-requests 10" in capsys.readouterr().err and not out.exists()
+        assert main(args(server, out, "--max-requests", "10")) == 3  # stopped, resumable: its own exit code
+        err = capsys.readouterr().err
+        assert "stopped at --max-requests 10" in err and "error" not in err and not out.exists()
         assert 0 < answered(server) - start <= 10  # a prompt's samples are admitted together
         assert main(args(server, out)) == 0
         assert answered(server) - start == total
@@ -109,3 +110,35 @@ def test_dry_run_sends_nothing(tmp_path, oracle, capsys):
     assert "question-generation prompts: 4 to 48" in printed and "answer-generation prompts:   12" in printed
     assert int(printed.split("prompt tokens (estimated):")[1].split()[0]) > 12 * 5 * 500
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.work").exists()
+
+
+def test_a_second_run_on_the_same_folder_stops_at_once_and_a_killed_run_leaves_no_lock(tmp_path, oracle, capsys):
+    with LLMServer(oracle, latency_s=0.1) as server:
+        clean = tmp_path / "clean"
+        assert main(args(server, clean)) == 0
+        out, work = tmp_path / "out", tmp_path / ".out.work"
+        first = subprocess.Popen([sys.executable, "-m", "symgen_datasets.cli", *args(server, out)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while cached(work) == 0 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended too soon"
+        before = server.requests
+        capsys.readouterr()
+        assert main(args(server, out)) == 2  # refused at once, while the first run goes on
+        err = capsys.readouterr().err
+        assert f"the work folder {work} is in use by another run (process {first.pid} on " in err
+        assert "cli.py generate geoquery_sql" in err and "--work-dir" in err
+        assert server.requests - before < 10  # the second run sent nothing (the first one's requests go on)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        assert (work / "run.lock").exists()  # left by the killed run
+        assert main(args(server, out)) == 0  # a stale lock does not block
+    assert rows(out) == rows(clean) and rows(out, "candidates") == rows(clean, "candidates")
+    assert not (work / "databases").exists()  # the run's database snapshots are gone with it
+
+
+def test_no_cache_with_a_request_budget_is_refused(tmp_path, capsys):
+    status = main(["generate", "geoquery_sql", "--generator", "tgi:http://127.0.0.1:9", "--no-cache", "--max-requests", "5",
+                   "--output", str(tmp_path / "out")])
+    assert status == 2 and "--max-requests needs the response cache" in capsys.readouterr().err

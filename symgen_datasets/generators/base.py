@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import logging
 import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import tenacity
 
-from ..errors import GenerationError, InputError, SymgenError
+from ..errors import BudgetExhausted, GenerationError, InputError
+from ..redaction import redact_url, scrub, url_secrets
 
 T = TypeVar("T")
+logger = logging.getLogger("symgen_datasets.generators")
 
-
-class BudgetExhausted(SymgenError):
-    """``--max-requests`` was reached; the run stops cleanly and can be resumed."""
+#: Default time limit of one request attempt (seconds), ``--request-timeout``.
+REQUEST_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,23 @@ class Generator(ABC):
         characters (a conservative figure for English and SQL with BPE tokenizers)."""
         return math.ceil(len(text) / 3.5)
 
+    def max_prompt_tokens(self, max_new_tokens: int) -> int | None:
+        """The most prompt tokens a request that generates up to ``max_new_tokens`` tokens may
+        carry (the model's context), or ``None`` when the backend does not say. Known after
+        :meth:`connect`."""
+        return None
+
+    async def connect(self) -> None:
+        """Learn what the backend serves (model, revision, context length) without generating
+        anything; a no-op for in-process backends.
+
+        Raises:
+            GenerationError: the backend cannot be reached.
+        """
+
     async def check(self) -> None:
-        """Fail fast with :class:`GenerationError` when the backend cannot be used."""
+        """Fail fast with :class:`GenerationError` when the backend cannot generate (one
+        1-token request for remote backends)."""
 
     async def aclose(self) -> None:
         """Release connections or memory."""
@@ -148,13 +166,22 @@ class HTTPStatusError(Exception):
 
 class RemoteGenerator(Generator):
     """A backend behind HTTP: one request per sample, at most ``concurrency`` in flight, each
-    retried under ``retry`` on 429/5xx/connection errors; other errors fail at once.
+    attempt limited to ``timeout_s`` seconds and retried under ``retry`` on 429/5xx/connection
+    errors and timeouts; other errors fail at once. Each retry is reported (logger
+    ``symgen_datasets.generators``, level WARNING: the server, the error and the attempt; at
+    most one line per server every :attr:`report_every_s` seconds, with a count of the others).
 
     Requests are spread over ``urls`` (servers that serve the same model): each goes to the
     server with the fewest requests in flight, ties in turn, so a slow server gets less work. A
     server whose request failed with a retryable error is avoided for a while (0.5 s, doubling
     with each failure in a row, at most 30 s) while another is available, so the retry of a
     request to a dead server goes to a live one.
+
+    URLs may carry credentials (``http://user:password@host``, sent as HTTP basic
+    authentication) and query parameters (``?api_key=...``, sent with every request). They are
+    never shown: :attr:`spec`, error messages and retry notices use the redacted form
+    (:func:`~symgen_datasets.redaction.redact_url`), and any secret a server echoes in an error
+    body is masked.
 
     HTTP is spoken with one pooled :class:`aiohttp.ClientSession` per run. huggingface_hub's
     ``AsyncInferenceClient`` was used before: its httpx connection pool scans every connection
@@ -167,13 +194,15 @@ class RemoteGenerator(Generator):
 
     #: the protocol (``tgi``, ``openai``), part of the spec and of the response-cache key.
     backend: str = ""
+    #: a server's retries are reported at most once per this many seconds.
+    report_every_s: float = 2.0
 
     def __init__(self, urls: str | Sequence[str], concurrency: int = 16, retry: RetryPolicy | None = None,
-                 timeout_s: float = 120.0):
+                 timeout_s: float = REQUEST_TIMEOUT_S):
         urls = [urls] if isinstance(urls, str) else list(urls)
         if not urls:
             raise InputError(f"--generator {self.backend}: give at least one server URL")
-        self.urls = [url.rstrip("/") for url in urls]
+        self.urls = [self._base_url(url) for url in urls]
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.timeout_s = timeout_s
@@ -182,17 +211,64 @@ class RemoteGenerator(Generator):
         self._in_flight = [0] * len(self.urls)
         self._failures = [0] * len(self.urls)
         self._avoid_until = [0.0] * len(self.urls)
+        self._reported = [(float("-inf"), 0)] * len(self.urls)  # (last notice, retries not shown since)
         self._turn = 0
         self._semaphore: asyncio.Semaphore | None = None
         self._session = None
+        self._connected = False
+        self._secrets = {secret for url in urls for secret in url_secrets(url)}
+
+    @staticmethod
+    def _base_url(url: str) -> str:
+        """The server's URL without a trailing ``/`` on its path (query parameters kept)."""
+        parts = urlsplit(url.strip())
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), parts.query, ""))
+
+    def _endpoint(self, server: int, path: str) -> str:
+        """The URL of ``path`` on server number ``server``: the path appended to the server's
+        own, its query parameters kept."""
+        parts = urlsplit(self.urls[server])
+        return urlunsplit((parts.scheme, parts.netloc, parts.path + path, parts.query, ""))
 
     @property
     def spec(self) -> str:  # type: ignore[override]
-        return f"{self.backend}:{','.join(self.urls)}"
+        return f"{self.backend}:{','.join(self.shown_urls)}"
+
+    @property
+    def shown_urls(self) -> list[str]:
+        """:attr:`urls` as they may be shown or stored: credentials and query values masked."""
+        return [redact_url(url) for url in self.urls]
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with every credential of the servers (and the backend's key) masked."""
+        return scrub(text, self._secrets)
 
     @abstractmethod
     async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
         """Send one request (with :meth:`_post_json`); raise on failure."""
+
+    @abstractmethod
+    async def _describe(self) -> None:
+        """Ask the servers what they serve (model, revision, limits); raise on failure."""
+
+    async def connect(self) -> None:
+        """Ask the servers what they serve, once (:meth:`_describe`); no generation request.
+
+        Raises:
+            GenerationError: a server cannot be reached (after retries) or answers nonsense.
+        """
+        if not self._connected:
+            await self._describe()
+            self._connected = True
+
+    async def check(self) -> None:
+        """:meth:`connect`, then send one 1-token request (retried as any other).
+
+        Raises:
+            GenerationError: a server cannot be reached or cannot generate.
+        """
+        await self.connect()
+        await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
 
     def _headers(self, url: str) -> dict[str, str]:
         """Extra request headers for ``url`` (authorization)."""
@@ -228,17 +304,29 @@ class RemoteGenerator(Generator):
             self._failures[server] += 1
             self._avoid_until[server] = time.monotonic() + min(0.5 * 2 ** (self._failures[server] - 1), 30.0)
 
-    async def _send_json(self, method: str, url: str, payload: Any = None) -> Any:
-        async with self._client().request(method, url, json=payload, headers=self._headers(url)) as response:
-            if response.status >= 400:
-                text = (await response.text())[:300].strip()
-                header = response.headers.get("Retry-After")
-                try:
-                    retry_after = float(header) if header else None
-                except ValueError:
-                    retry_after = None
-                raise HTTPStatusError(url, response.status, text, retry_after)
-            return await response.json(content_type=None)
+    async def _send_json(self, method: str, server: int, path: str, payload: Any = None) -> Any:
+        """Send one request to ``path`` on server number ``server``; its parsed JSON answer.
+
+        Raises:
+            HTTPStatusError: a non-2xx answer; aiohttp's errors on connection failures;
+            :class:`asyncio.TimeoutError` past :attr:`timeout_s`. Each carries the server's
+            number as ``error.server``.
+        """
+        url = self._endpoint(server, path)
+        try:
+            async with self._client().request(method, url, json=payload, headers=self._headers(url)) as response:
+                if response.status >= 400:
+                    text = (await response.text())[:300].strip()
+                    header = response.headers.get("Retry-After")
+                    try:
+                        retry_after = float(header) if header else None
+                    except ValueError:
+                        retry_after = None
+                    raise HTTPStatusError(redact_url(url), response.status, text, retry_after)
+                return await response.json(content_type=None)
+        except Exception as error:
+            error.server = server  # type: ignore[attr-defined]  # for the retry notice
+            raise
 
     async def _post_json(self, path: str, payload: dict) -> Any:
         """POST ``payload`` as JSON to ``path`` on the least busy server; the parsed JSON answer.
@@ -249,7 +337,7 @@ class RemoteGenerator(Generator):
         server = self._pick_server()
         self._in_flight[server] += 1
         try:
-            answer = await self._send_json("POST", f"{self.urls[server]}{path}", payload)
+            answer = await self._send_json("POST", server, path, payload)
         except BaseException as error:
             self._record(server, error)
             raise
@@ -260,10 +348,10 @@ class RemoteGenerator(Generator):
 
     async def _get_json_everywhere(self, path: str) -> list[Any]:
         """GET ``path`` from every server (retried as requests are); their JSON answers."""
-        async def get(url: str) -> Any:
-            return await self._with_retries(lambda: self._send_json("GET", f"{url}{path}"))
+        async def get(server: int) -> Any:
+            return await self._with_retries(lambda: self._send_json("GET", server, path))
 
-        return list(await asyncio.gather(*(get(url) for url in self.urls)))
+        return list(await asyncio.gather(*(get(server) for server in range(len(self.urls)))))
 
     def _retryable(self, error: BaseException) -> bool:
         if isinstance(error, HTTPStatusError):
@@ -280,14 +368,38 @@ class RemoteGenerator(Generator):
             multiplier=self.retry.initial_wait_s, max=self.retry.max_wait_s, jitter=self.retry.initial_wait_s
         )(state)
 
-    def _describe(self, error: BaseException) -> str:
+    def _explain(self, error: BaseException) -> str:
+        """One line on a failed attempt, credentials masked."""
         if isinstance(error, HTTPStatusError):
-            return f"HTTP {error.status}: {str(error).splitlines()[0]}"
-        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+            text = f"HTTP {error.status}: {str(error).splitlines()[0]}"
+        elif isinstance(error, asyncio.TimeoutError):
+            text = f"no answer within {self.timeout_s:g} s (--request-timeout)"
+        else:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+        return self._scrub(text)
 
     def _count_retry(self, state: tenacity.RetryCallState) -> None:
+        """Count a retry and report it: at most one notice per server every
+        :attr:`report_every_s` seconds, with how many retries were not shown since."""
         self.retries += 1
+        error = state.outcome.exception() if state.outcome else None
+        server = getattr(error, "server", None)
+        if error is None or server is None:
+            return
+        now = time.monotonic()
+        last, hidden = self._reported[server]
+        if now - last < self.report_every_s:
+            self._reported[server] = (last, hidden + 1)
+            return
+        self._reported[server] = (now, 0)
+        wait = state.next_action.sleep if state.next_action else 0.0
+        others = f" ({hidden} more retries since the last notice)" if hidden else ""
+        logger.warning(
+            "%s: retrying a request to %s (%s): attempt %d of %d in %.1f s%s",
+            self.backend, self.shown_urls[server], self._explain(error), state.attempt_number + 1,
+            self.retry.max_attempts, wait, others,
+        )
 
     async def _with_retries(self, send: Callable[[], Awaitable[T]]) -> T:
         retrying = tenacity.AsyncRetrying(
@@ -306,9 +418,9 @@ class RemoteGenerator(Generator):
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
             tries = "" if not self._retryable(error) else f" after {self.retry.max_attempts} attempts"
             raise GenerationError(
-                f"{self.spec}: request failed{tries} ({self._describe(error)}); "
+                f"{self.spec}: request failed{tries} ({self._explain(error)}); "
                 "check that the server is up and the --generator spec is right"
-            ) from error
+            ) from None
         raise AssertionError("unreachable")
 
     async def _request_with_retries(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
@@ -351,8 +463,24 @@ class EventLoopThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
+        """Cancel the coroutines still running on the loop and wait for them (so that none is
+        destroyed pending, e.g. after Ctrl-C), then stop the loop and its thread."""
+
+        async def cancel_all() -> None:
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=30)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
 
 
 async def sample_many(

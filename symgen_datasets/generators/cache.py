@@ -17,7 +17,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from .base import BudgetExhausted, Completion, Generator, SamplingParams
+from ..errors import BudgetExhausted
+from .base import Completion, Generator, SamplingParams
 
 
 class ResponseCache:
@@ -128,6 +129,12 @@ class CachedGenerator(Generator):
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
+
+    def max_prompt_tokens(self, max_new_tokens: int) -> int | None:
+        return self.inner.max_prompt_tokens(max_new_tokens)
+
+    async def connect(self) -> None:
+        await self.inner.connect()
 
     async def check(self) -> None:
         await self.inner.check()

@@ -59,6 +59,11 @@ class TransformersGenerator(Generator):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def max_prompt_tokens(self, max_new_tokens: int) -> int | None:
+        """The model's context (``max_position_embeddings``) minus ``max_new_tokens``."""
+        context = getattr(self.lm.config, "max_position_embeddings", None)
+        return context - max_new_tokens if isinstance(context, int) and context > 0 else None
+
     def _generate(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
         torch = self._torch
         from transformers import DynamicCache, LogitsProcessorList

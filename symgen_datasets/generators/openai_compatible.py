@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from typing import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import GenerationError
-from .base import Completion, RemoteGenerator, RetryPolicy, SamplingParams, mean_logprob
+from .base import REQUEST_TIMEOUT_S, Completion, RemoteGenerator, RetryPolicy, SamplingParams, mean_logprob
 
 
 class OpenAIGenerator(RemoteGenerator):
@@ -16,11 +17,14 @@ class OpenAIGenerator(RemoteGenerator):
     Args:
         urls: the servers' base URLs (with or without ``/v1``); requests are spread over them.
         model: the model name to request; ``None`` asks ``GET {url}/v1/models`` for the first one.
-        api_key: the bearer token; default ``$OPENAI_API_KEY`` (never printed or stored).
+        api_key: the bearer token; default ``$OPENAI_API_KEY`` (never printed or stored: masked
+            in any message, like credentials in the URLs).
         concurrency, retry, timeout_s: as in :class:`~symgen_datasets.generators.tgi.TGIGenerator`.
 
     Requests carry ``seed`` and ``logprobs=true``; ``mean_logprob`` is the mean of the returned
-    token log-probabilities (``None`` if the server returns none).
+    token log-probabilities (``None`` if the server returns none). The context length is known
+    when ``GET /v1/models`` lists ``max_model_len`` (vLLM) and the model was not named in the
+    spec (a named model skips that request).
     """
 
     backend = "openai"
@@ -32,20 +36,35 @@ class OpenAIGenerator(RemoteGenerator):
         api_key: str | None = None,
         concurrency: int = 16,
         retry: RetryPolicy | None = None,
-        timeout_s: float = 120.0,
+        timeout_s: float = REQUEST_TIMEOUT_S,
     ):
-        urls = [urls] if isinstance(urls, str) else list(urls)
-        super().__init__([u.rstrip("/").removesuffix("/v1") for u in urls], concurrency, retry, timeout_s)
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        super().__init__(urls, concurrency, retry, timeout_s)
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or ""
+        self._secrets.add(self._api_key)
         self.model = model or ""
+        self._max_model_len: int | None = None
+
+    @staticmethod
+    def _base_url(url: str) -> str:
+        """The server's URL without a trailing ``/`` or ``/v1`` on its path (query kept)."""
+        parts = urlsplit(url.strip())
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/").removesuffix("/v1"), parts.query, ""))
 
     @property
     def spec(self) -> str:  # type: ignore[override]
-        servers = f"openai:{','.join(self.urls)}"
+        servers = f"openai:{','.join(self.shown_urls)}"
         return f"{servers}#{self.model}" if self.model else servers
 
+    def max_prompt_tokens(self, max_new_tokens: int) -> int | None:
+        """``max_model_len`` from ``GET /v1/models`` minus ``max_new_tokens``, when known."""
+        return self._max_model_len - max_new_tokens if self._max_model_len else None
+
     def _headers(self, url: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"}
+        """``Authorization: Bearer <key>`` (``EMPTY`` without a key, as vLLM expects), except
+        for a URL with credentials of its own, which go as HTTP basic authentication."""
+        if "@" in urlsplit(url).netloc:
+            return {}
+        return {"Authorization": f"Bearer {self._api_key or 'EMPTY'}"}
 
     async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
         payload = {
@@ -68,17 +87,19 @@ class OpenAIGenerator(RemoteGenerator):
                 f"{self.spec}: not a chat completion ({str(output)[:200]}); is this an OpenAI-compatible server?"
             ) from None
 
-    async def check(self) -> None:
-        """Find the model name if none was given (``GET /v1/models`` on the first server), then
-        send one 1-token request.
+    async def _describe(self) -> None:
+        """Find the model name if none was given: the first model of ``GET /v1/models`` on the
+        first server (and its ``max_model_len``, when listed).
 
         Raises:
             GenerationError: a server cannot be reached or lists no model.
         """
-        if not self.model:
-            listing = (await self._get_json_everywhere("/v1/models"))[0]
-            models = (listing or {}).get("data") or [] if isinstance(listing, dict) else []
-            if not models:
-                raise GenerationError(f"{self.spec}: the server lists no model; use openai:URL#MODEL")
-            self.model = models[0]["id"]
-        await self._request_with_retries("Hello", SamplingParams(0.0, 1), 0)
+        if self.model:
+            return
+        listing = (await self._get_json_everywhere("/v1/models"))[0]
+        models = (listing or {}).get("data") or [] if isinstance(listing, dict) else []
+        if not models or not isinstance(models[0], dict) or not models[0].get("id"):
+            raise GenerationError(f"{self.spec}: the server lists no model; use openai:URL#MODEL")
+        self.model = str(models[0]["id"])
+        length = models[0].get("max_model_len")
+        self._max_model_len = length if isinstance(length, int) and length > 0 else None

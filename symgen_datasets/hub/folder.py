@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -65,16 +66,30 @@ def _write_parquet(dataset: Dataset | ArrowTable, folder: Path) -> str:
 
 
 def check_output(output: str | Path, overwrite: bool) -> Path:
-    """Refuse, before any work, an ``--output`` that exists and is not empty (unless ``overwrite``).
+    """Refuse, before any work, an ``--output`` that exists and is not empty (unless
+    ``overwrite``), or that could not be written at the end of the run.
 
     Raises:
-        InputError: the folder exists and is not empty, or is a file.
+        InputError: the folder exists and is not empty, is a file, or its parent (the nearest
+            folder that exists) does not let us create files.
     """
     output = Path(output)
     if output.is_file():
         raise InputError(f"--output {output}: is a file; give a folder path")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise InputError(f"--output {output}: folder exists and is not empty; pass --overwrite or another folder")
+    parent = output.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{output.name}.probe-"):
+            pass
+    except OSError as error:
+        raise InputError(
+            f"--output {output}: cannot write there ({parent}: {error.strerror or error}); give a folder you can write"
+        ) from None
     return output
 
 

@@ -19,6 +19,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from ..errors import InputError, SymgenError
+from ..redaction import redact_spec
 from .card import read_card, read_folder_card, render_card
 from .folder import config_dir
 
@@ -249,7 +250,9 @@ def list_versions(repo_id: str) -> list[VersionInfo]:
                     commit=commit,
                     parent=meta.get("parent_version"),
                     task=meta.get("task", "?"),
-                    generator=" ".join(filter(None, [generator.get("spec"), f"({generator['model']})" if generator.get("model") else ""])),
+                    # redacted again: a card written by an older version may hold credentials
+                    generator=" ".join(filter(None, [redact_spec(str(generator.get("spec") or "")),
+                                                     f"({generator['model']})" if generator.get("model") else ""])),
                     questions=counts.get("questions"),
                     kept=counts.get("questions_kept"),
                 )

@@ -6,8 +6,9 @@ import hashlib
 import json
 import math
 import random
+import shutil
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -18,14 +19,15 @@ from tqdm.auto import tqdm
 from .. import prompts
 from ..arrow_files import ArrowTable, stream_batches, write_arrow
 from ..errors import GenerationError, InputError
-from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
+from ..generators import REQUEST_TIMEOUT_S, EventLoopThread, Generator, RetryPolicy, from_spec
 from ..generators.cache import CachedGenerator, ResponseCache
 from ..hub.card import render_card
 from ..hub.folder import check_output, write_dataset_folder
-from ..io import validate_record
+from ..io import MAX_INPUT_CHARS, validate_record
 from ..tasks import DatabaseDirectory, TextToSQLTask, get_task
 from ..verifiers import SQLiteExecutor
 from .distributed import current_node
+from .lock import RunLock
 from .stages import StageContext, answer_stream, generate_questions, select, verify_stream
 
 #: Columns of a kept row, in order (Spider's names first, then provenance).
@@ -73,10 +75,12 @@ class GenerateSettings:
         timeout_s: per-query execution time limit in seconds.
         output: the dataset folder to write (default ``./<task>-synth``).
         overwrite: replace an existing non-empty output folder.
-        max_retries: attempts per LLM request on 429/5xx/connection errors.
+        max_retries: attempts per LLM request on 429/5xx/connection errors and timeouts.
+        request_timeout_s: time limit of one attempt of an LLM request in seconds.
         work_dir: the run's work folder (response cache); default ``.<output>.work``.
-        max_requests: stop cleanly after this many LLM requests (resumable).
+        max_requests: stop cleanly after this many LLM requests (resumable; needs ``cache``).
         cache: store every response so that a re-run resumes (default on).
+        max_input_chars: the longest question or program accepted in the input files.
     """
 
     task: str
@@ -94,9 +98,11 @@ class GenerateSettings:
     output: str | None = None
     overwrite: bool = False
     max_retries: int = 6
+    request_timeout_s: float = REQUEST_TIMEOUT_S
     work_dir: str | None = None
     max_requests: int | None = None
     cache: bool = True
+    max_input_chars: int = MAX_INPUT_CHARS
 
     def output_folder(self) -> Path:
         """The dataset folder: ``output``, else ``./<task>-synth``."""
@@ -124,6 +130,20 @@ class GenerateSettings:
             raise InputError(f"--concurrency {self.concurrency}: must be at least 1")
         if self.timeout_s <= 0:
             raise InputError(f"--timeout {self.timeout_s}: must be > 0")
+        if self.max_retries < 1:
+            raise InputError(f"--max-retries {self.max_retries}: must be at least 1 (the number of attempts per request)")
+        if self.request_timeout_s <= 0:
+            raise InputError(f"--request-timeout {self.request_timeout_s}: must be > 0")
+        if self.max_input_chars < 1:
+            raise InputError(f"--max-input-chars {self.max_input_chars}: must be at least 1")
+        if self.max_requests is not None:
+            if self.max_requests < 1:
+                raise InputError(f"--max-requests {self.max_requests}: must be at least 1")
+            if not self.cache:
+                raise InputError(
+                    "--max-requests needs the response cache: a run stopped at the budget resumes from it; "
+                    "drop --no-cache (or --max-requests)"
+                )
 
 
 @dataclass
@@ -165,7 +185,13 @@ def _sha256_lines(rows: list[dict]) -> str:
 class RunInputs:
     """A run's checked inputs: the task, its databases and demonstrations, and either the
     questions file given with ``--questions`` (checked, read again by :meth:`provided`) or the
-    number of questions to generate."""
+    number of questions to generate.
+
+    Attributes:
+        db_ids: the databases the run uses (those the questions name, or all of them).
+        longest_question: for ``--questions``, the longest question on each database (for the
+            check that every prompt fits the model).
+    """
 
     task: TextToSQLTask
     databases: DatabaseDirectory
@@ -173,30 +199,73 @@ class RunInputs:
     questions_file: str | None
     num_provided: int
     num_questions: int | None
+    max_input_chars: int = MAX_INPUT_CHARS
+    db_ids: list[str] = field(default_factory=list)
+    longest_question: dict[str, str] = field(default_factory=dict)
 
     def provided(self) -> Iterator[dict]:
         """The ``--questions`` rows (``question``, ``db_id``), read one at a time."""
-        return self.task.iter_questions(self.questions_file, self.databases)
+        return self.task.iter_questions(self.questions_file, self.databases, self.max_input_chars)
 
 
-def load_inputs(settings: GenerateSettings) -> RunInputs:
+def load_inputs(settings: GenerateSettings, snapshot_dir: Path | None = None) -> RunInputs:
     """Check the settings and read every input, before anything is sent to an LLM.
 
+    Args:
+        settings: the run's settings.
+        snapshot_dir: where the databases' snapshots go (see
+            :class:`~symgen_datasets.tasks.DatabaseDirectory`); a temporary folder when ``None``.
+
     Raises:
-        InputError: an option out of range, or a bad file (named with its line), an unknown
-            ``db_id`` or a missing database.
+        InputError: an option out of range, or a bad file (named with its line), an overlong
+            field, an unknown ``db_id`` or a missing, unreadable or empty database.
+        BusyError: a database stayed locked by a writer.
     """
     settings.check()
     task = get_task(settings.task)
-    databases = task.databases(settings.db_dir)
-    demonstrations = task.load_demonstrations(settings.demos)
+    databases = task.databases(settings.db_dir, snapshot_dir)
+    demonstrations = task.load_demonstrations(settings.demos, settings.max_input_chars)
     num_provided = 0
+    longest: dict[str, str] = {}
     if settings.questions:
-        num_provided = sum(1 for _ in task.iter_questions(settings.questions, databases))  # checks every row
+        for question in task.iter_questions(settings.questions, databases, settings.max_input_chars):  # checks every row
+            num_provided += 1
+            if question["db_id"] not in longest or len(question["question"]) > len(longest[question["db_id"]]):
+                longest[question["db_id"]] = question["question"]
         if not num_provided:
             raise InputError(f"{settings.questions}: no questions; expected JSON lines with question and db_id")
+        db_ids = sorted(longest)
+    else:
+        db_ids = list(databases.db_ids)
+        for db_id in db_ids:  # every database is used: a broken file fails before the LLM runs
+            databases.check(db_id)
     num_questions = None if settings.questions else (settings.num_questions or task.default_num_questions)
-    return RunInputs(task, databases, demonstrations, settings.questions, num_provided, num_questions)
+    return RunInputs(task, databases, demonstrations, settings.questions, num_provided, num_questions,
+                     settings.max_input_chars, db_ids, longest)
+
+
+def check_prompts_fit(inputs: RunInputs, generator: Generator) -> None:
+    """Before any generation request: make sure that every prompt of the run can fit the model's
+    context (when the backend says how long it is), by building, for each database the run uses,
+    its question-generation prompt and its answer-generation prompt for the longest question
+    (the longest demonstration question when questions are generated).
+
+    Raises:
+        InputError: a prompt cannot fit even with one demonstration and no example rows (the
+            message names the database and the question).
+    """
+    task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
+    question_limit = generator.max_prompt_tokens(task.sampling.question_max_new_tokens)
+    answer_limit = generator.max_prompt_tokens(task.sampling.answer_max_new_tokens)
+    if question_limit is None and answer_limit is None:
+        return
+    longest_demo = max((d["question"] for d in demonstrations), key=len)
+    for db_id in inputs.db_ids:
+        database = databases.get(db_id)
+        if not inputs.questions_file:
+            task.question_prompt(database, demonstrations, random.Random(0), generator.count_tokens, question_limit)
+        question = inputs.longest_question.get(db_id, longest_demo)
+        task.answer_prompt(database, question, demonstrations, generator.count_tokens, answer_limit)
 
 
 def run_metadata(result: "GenerateResult", inputs: RunInputs) -> dict:
@@ -262,17 +331,31 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
             was kept (an empty split cannot be loaded with ``load_dataset``).
     """
     node = current_node()
-    inputs = load_inputs(settings)
+    snapshots = settings.work_folder() / "databases"
+    inputs = load_inputs(settings, snapshots)
     output = settings.output_folder()
     if write and node.is_main:
         check_output(output, settings.overwrite)
-    task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
-    if not inputs.questions_file:
-        for db_id in databases.db_ids:  # open every database now: a broken file fails before the LLM runs
-            databases.get(db_id)
+    # one run per work folder; the other processes of a multi-process run share the main one's
+    with RunLock(settings.work_folder()) if node.is_main else nullcontext():
+        try:
+            if node.is_main:  # one consistent snapshot per database for the whole run, made before any request
+                shutil.rmtree(snapshots, ignore_errors=True)
+                for db_id in inputs.db_ids:
+                    inputs.databases.path(db_id)
+            return _generate(settings, inputs, node, output, write)
+        finally:
+            if node.is_main:
+                shutil.rmtree(snapshots, ignore_errors=True)
 
+
+def _generate(settings: GenerateSettings, inputs: RunInputs, node, output: Path, write: bool) -> GenerateResult | None:
+    """:func:`generate` once its inputs are checked, its work folder locked and its databases
+    snapshotted."""
+    task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
     retry = RetryPolicy(max_attempts=settings.max_retries)
-    generator: Generator = from_spec(settings.generator, concurrency=settings.concurrency, retry=retry)
+    generator: Generator = from_spec(settings.generator, concurrency=settings.concurrency, retry=retry,
+                                     request_timeout_s=settings.request_timeout_s)
     if settings.cache:
         cache = ResponseCache(settings.work_folder() / "responses.sqlite")
         generator = CachedGenerator(generator, cache, settings.max_requests)
@@ -280,6 +363,9 @@ def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult |
     shard_folder = arrow_folder if node.world_size == 1 else arrow_folder / f"rank-{node.rank}-of-{node.world_size}"
     loop = EventLoopThread()
     try:
+        loop.run(generator.connect())
+        if node.is_main:
+            check_prompts_fit(inputs, generator)
         loop.run(generator.check())
         with SQLiteExecutor(timeout_s=settings.timeout_s) as executor:
             context = StageContext(
@@ -442,14 +528,17 @@ def dry_run(settings: GenerateSettings) -> DryRunEstimate:
     """
     from .stages import MAX_QUESTION_REQUESTS_PER_QUESTION, QUESTIONS_PER_PROMPT
 
-    inputs = load_inputs(settings)
+    inputs = load_inputs(settings)  # snapshots in a temporary folder: a dry run writes nothing
     task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
     generator = from_spec(settings.generator, concurrency=settings.concurrency)
     count = generator.count_tokens
+    question_limit = generator.max_prompt_tokens(task.sampling.question_max_new_tokens)
+    answer_limit = generator.max_prompt_tokens(task.sampling.answer_max_new_tokens)
     k = settings.num_samples
     if inputs.questions_file:
         answer_tokens = sum(
-            count(task.answer_prompt(databases.get(q["db_id"]), q["question"], demonstrations, count)) for q in inputs.provided()
+            count(task.answer_prompt(databases.get(q["db_id"]), q["question"], demonstrations, count, answer_limit))
+            for q in inputs.provided()
         )
         n = inputs.num_provided
         return DryRunEstimate((0, 0), n, n * k, answer_tokens * k, n * k * task.sampling.answer_max_new_tokens)
@@ -458,10 +547,11 @@ def dry_run(settings: GenerateSettings) -> DryRunEstimate:
     most = MAX_QUESTION_REQUESTS_PER_QUESTION * n
     rng = random.Random(settings.seed)
     per_db_question = {
-        db_id: count(task.question_prompt(databases.get(db_id), demonstrations, rng, count)) for db_id in databases.db_ids
+        db_id: count(task.question_prompt(databases.get(db_id), demonstrations, rng, count, question_limit))
+        for db_id in databases.db_ids
     }
     per_db_answer = {
-        db_id: count(task.answer_prompt(databases.get(db_id), demonstrations[0]["question"], demonstrations, count))
+        db_id: count(task.answer_prompt(databases.get(db_id), demonstrations[0]["question"], demonstrations, count, answer_limit))
         for db_id in databases.db_ids
     }
     mean_question = sum(per_db_question.values()) / len(per_db_question)

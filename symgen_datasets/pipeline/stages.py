@@ -20,8 +20,8 @@ from typing import Any, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
+from ..errors import BudgetExhausted
 from ..generators import EventLoopThread, Generator, SamplingParams, derive_seed, sample_many
-from ..generators.base import BudgetExhausted
 from ..tasks import DatabaseDirectory, TextToSQLTask
 from ..tasks.text_to_sql import question_key
 from ..verifiers import ExecutionResult, SQLiteExecutor, distinct_programs, majority_vote
@@ -88,6 +88,7 @@ def generate_questions(context: StageContext, num_questions: int) -> Iterator[di
     found = 0
     slot = 0
     budget = MAX_QUESTION_REQUESTS_PER_QUESTION * num_questions
+    max_tokens = generator.max_prompt_tokens(params.max_new_tokens)
     progress = tqdm(total=num_questions, desc="question generation", unit="question")
     while found < num_questions and slot < budget:
         missing = num_questions - found
@@ -97,7 +98,7 @@ def generate_questions(context: StageContext, num_questions: int) -> Iterator[di
             db_id = db_ids[index % len(db_ids)]
             rng = random.Random(derive_seed(context.seed, "question-prompt", index))
             prompt = task.question_prompt(
-                context.databases.get(db_id), context.demonstrations, rng, generator.count_tokens
+                context.databases.get(db_id), context.demonstrations, rng, generator.count_tokens, max_tokens
             )
             seeds = [derive_seed(context.seed, "question", index, i) for i in range(QUESTIONS_PER_PROMPT)]
             requests.append((prompt, params, seeds))
@@ -133,7 +134,8 @@ def _answer_request(context: StageContext, index: int, question: str, db_id: str
     i-th seeded with ``derive_seed(seed, "answer", index, i)``."""
     task, generator = context.task, context.generator
     params = SamplingParams(context.temperature, task.sampling.answer_max_new_tokens, task.sampling.answer_stop)
-    prompt = task.answer_prompt(context.databases.get(db_id), question, context.demonstrations, generator.count_tokens)
+    prompt = task.answer_prompt(context.databases.get(db_id), question, context.demonstrations, generator.count_tokens,
+                                generator.max_prompt_tokens(params.max_new_tokens))
     return prompt, params, [derive_seed(context.seed, "answer", index, i) for i in range(context.num_samples)]
 
 

@@ -1,16 +1,33 @@
-"""Task knowledge for text-to-SQL: SQLite databases, their schemas and example rows."""
+"""Task knowledge for text-to-SQL: SQLite databases, their schemas and example rows.
+
+Generated SQL runs on connections opened with SQLite's ``immutable=1`` (see
+:func:`~symgen_datasets.verifiers.connect_readonly`), which skip locking and the write-ahead log:
+on a file that another process is writing, they would read uncommitted pages, or miss committed
+changes still in a ``-wal`` file. So a run never executes on the user's files: a
+:class:`DatabaseDirectory` hands out **snapshots**, copies made once per run with SQLite's
+backup API from a read-only connection that honours locks and the WAL, so every query of the
+run sees the same committed state.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import sqlite3
+import tempfile
+import time
+from contextlib import closing
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote
 
-from ..errors import InputError
+from ..errors import BusyError, InputError
 from ..verifiers import connect_readonly
+
+#: How long a snapshot waits for another process's write to end (seconds) before it refuses.
+LOCK_WAIT_S = 30.0
 
 #: Cell values longer than this are cut in prompts (characters).
 MAX_VALUE_CHARS = 40
@@ -114,17 +131,71 @@ class Database:
         return [rows[i] for i in ranked[:k]]
 
 
+def _open_committed(path: Path) -> sqlite3.Connection:
+    """A read-only connection to ``path`` that honours other processes' locks and reads the
+    write-ahead log (not ``immutable``): it sees the last committed state. Only symgen's own
+    statements run on it."""
+    return sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=0.1)
+
+
+def _busy(path: Path, waited_s: float) -> BusyError:
+    return BusyError(
+        f"{path}: the database is being written by another process (still locked after {waited_s:g} s); "
+        "run again once the write is finished, or point --db-dir at a copy"
+    )
+
+
+def snapshot_database(source: Path, target: Path, lock_wait_s: float | None = None) -> Path:
+    """Copy the committed state of the SQLite database ``source`` to ``target`` (SQLite's backup
+    API: a page-for-page copy, so rowids and row order are those of the source).
+
+    The copy waits for a write in progress in another process to end, up to ``lock_wait_s``
+    seconds (default :data:`LOCK_WAIT_S`); it is written to a temporary file and renamed, so
+    ``target`` is either whole or absent.
+
+    Raises:
+        BusyError: the database stayed locked by a writer for ``lock_wait_s`` seconds.
+        InputError: the file cannot be read as a SQLite database.
+    """
+    wait = LOCK_WAIT_S if lock_wait_s is None else lock_wait_s
+    deadline = time.monotonic() + wait
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
+            raise _busy(source, wait)
+
+    try:
+        with closing(_open_committed(source)) as reader, closing(sqlite3.connect(partial)) as writer:
+            reader.backup(writer, pages=-1, progress=progress, sleep=0.05)
+            writer.execute("PRAGMA journal_mode = DELETE")  # a plain file: immutable readers read it whole
+        partial.replace(target)
+    except sqlite3.Error as error:
+        raise InputError(f"{source}: cannot read the database ({error})") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
 class DatabaseDirectory:
     """A folder of SQLite databases laid out as Spider's: ``<dir>/<db_id>/<db_id>.sqlite``.
 
+    The files in ``root`` are only read through SQLite's locks (:meth:`check`, and the snapshots).
+    Prompts and generated queries read **snapshots** (see the module docstring), made the first
+    time a database is asked for (:meth:`get`, :meth:`path`) into ``snapshot_dir``, or into a
+    temporary folder removed with this object.
+
     Args:
         root: the folder.
+        snapshot_dir: where snapshots go (a run's work folder); a snapshot already there is used
+            as it is, so the caller clears the folder when a run starts.
 
     Raises:
         InputError: the folder does not exist or holds no database.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, snapshot_dir: str | Path | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(
@@ -137,27 +208,68 @@ class DatabaseDirectory:
             raise InputError(
                 f"--db-dir {self.root}: no database found; expected files <db_id>/<db_id>.sqlite"
             )
+        self._temporary = None if snapshot_dir is not None else tempfile.TemporaryDirectory(prefix="symgen-db-")
+        self.snapshot_dir = Path(snapshot_dir if snapshot_dir is not None else self._temporary.name)
         self._open: dict[str, Database] = {}
+        self._checked: set[str] = set()
 
-    def path(self, db_id: str) -> Path:
+    def source_path(self, db_id: str) -> Path:
+        """The user's file for ``db_id`` (never opened by generated code)."""
         return self.root / db_id / f"{db_id}.sqlite"
 
-    def get(self, db_id: str, where: str | None = None) -> Database:
-        """The database ``db_id``.
+    def check(self, db_id: str, where: str | None = None) -> None:
+        """Make sure ``db_id`` names a readable SQLite database with at least one table.
 
         Args:
             where: the file and line that named it, for the error message.
 
         Raises:
-            InputError: no ``<root>/<db_id>/<db_id>.sqlite`` exists (or it is not a database).
+            InputError: no ``<root>/<db_id>/<db_id>.sqlite``, not a database, or no table (an
+                empty or 0-byte file).
+        """
+        if db_id in self._checked:
+            return
+        prefix = f"{where}: " if where else ""
+        path = self.source_path(db_id)
+        if not path.is_file():
+            raise InputError(
+                f"{prefix}unknown db_id {db_id!r}: {path} does not exist; pass the folder that "
+                f"holds it with --db-dir (this one has {len(self.db_ids)} databases)"
+            )
+        try:
+            with closing(_open_committed(path)) as connection:
+                connection.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_S * 1000)}")
+                tables = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error):
+                raise _busy(path, LOCK_WAIT_S) from None
+            raise InputError(f"{path}: cannot open database {db_id!r} ({error})") from None
+        except sqlite3.Error as error:
+            raise InputError(f"{path}: cannot open database {db_id!r} ({error})") from None
+        if not tables:
+            raise InputError(f"{path}: database {db_id!r} has no table (an empty or 0-byte file?); give the real database")
+        self._checked.add(db_id)
+
+    def path(self, db_id: str) -> Path:
+        """The snapshot of ``db_id`` that queries run on (made now if needed; see
+        :func:`snapshot_database` for its errors)."""
+        target = self.snapshot_dir / db_id / f"{db_id}.sqlite"
+        if not target.is_file():
+            self.check(db_id)
+            snapshot_database(self.source_path(db_id), target)
+        return target
+
+    def get(self, db_id: str, where: str | None = None) -> Database:
+        """The database ``db_id`` (on its snapshot).
+
+        Args:
+            where: the file and line that named it, for the error message.
+
+        Raises:
+            InputError: see :meth:`check`.
+            BusyError: see :func:`snapshot_database`.
         """
         if db_id not in self._open:
-            path = self.path(db_id)
-            if not path.is_file():
-                prefix = f"{where}: " if where else ""
-                raise InputError(
-                    f"{prefix}unknown db_id {db_id!r}: {path} does not exist; pass the folder that "
-                    f"holds it with --db-dir (this one has {len(self.db_ids)} databases)"
-                )
-            self._open[db_id] = Database(db_id, path)
+            self.check(db_id, where)
+            self._open[db_id] = Database(db_id, self.path(db_id))
         return self._open[db_id]

@@ -19,7 +19,7 @@ import sqlparse
 
 from .. import prompts
 from ..errors import InputError
-from ..io import read_records, validate_record
+from ..io import MAX_INPUT_CHARS, check_lengths, read_records, validate_record
 from .databases import Database, DatabaseDirectory, format_rows
 
 #: SymGen's question length filter: keep questions with MIN_WORDS < words < MAX_WORDS.
@@ -90,47 +90,55 @@ class TextToSQLTask:
     def packaged(self) -> Path:
         return Path(str(resources.files("symgen_datasets.tasks").joinpath("data", self.data_dir)))
 
-    def databases(self, db_dir: str | Path | None = None) -> DatabaseDirectory:
-        """The task's databases: ``db_dir``, or the packaged ones when ``None``."""
-        return DatabaseDirectory(db_dir if db_dir is not None else self.packaged / "database")
+    def databases(self, db_dir: str | Path | None = None, snapshot_dir: str | Path | None = None) -> DatabaseDirectory:
+        """The task's databases: ``db_dir``, or the packaged ones when ``None``; snapshots go to
+        ``snapshot_dir`` (see :class:`DatabaseDirectory`)."""
+        return DatabaseDirectory(db_dir if db_dir is not None else self.packaged / "database", snapshot_dir)
 
-    def load_demonstrations(self, path: str | Path | None = None) -> list[dict[str, str]]:
+    def load_demonstrations(self, path: str | Path | None = None, max_chars: int = MAX_INPUT_CHARS) -> list[dict[str, str]]:
         """Read and validate demonstrations (JSONL with ``question``, ``query``, ``db_id``).
 
         Args:
             path: the file; ``None`` for the task's packaged 10-shot demonstrations.
+            max_chars: the longest ``question`` or ``query`` accepted (characters).
 
         Returns:
             Rows ``{"question", "query", "db_id"}`` in file order.
 
         Raises:
-            InputError: malformed JSON, a missing or empty field (naming file and line), or an
-                empty file.
+            InputError: malformed JSON, a missing, empty or overlong field (naming file and
+                line), or an empty file.
         """
         path = Path(path) if path is not None else self.packaged / "10_shot.jsonl"
         demos = []
         for where, record in read_records(path):
+            check_lengths(record, ("question", "query", "db_id"), max_chars, where)
             validate_record(record, self.demonstration_schema, where)
             demos.append({k: record[k] for k in ("question", "query", "db_id")})
         if not demos:
             raise InputError(f"{path}: no demonstrations; expected JSON lines with question, query, db_id")
         return demos
 
-    def iter_questions(self, path: str | Path, databases: DatabaseDirectory) -> Iterator[dict[str, str]]:
+    def iter_questions(self, path: str | Path, databases: DatabaseDirectory,
+                       max_chars: int = MAX_INPUT_CHARS) -> Iterator[dict[str, str]]:
         """Read questions to answer (``--questions``), one at a time (a file of any size): JSONL
         or a JSON array such as Spider's ``dev.json``, with at least ``question`` and ``db_id``
         per row.
+
+        Args:
+            max_chars: the longest ``question`` accepted (characters).
 
         Yields:
             ``{"question", "db_id"}`` per row, in file order.
 
         Raises:
-            InputError: malformed JSON, a missing field, or a ``db_id`` with no database in
-                ``databases`` (naming the file and line).
+            InputError: malformed JSON, a missing or overlong field, or a ``db_id`` with no
+                usable database in ``databases`` (naming the file and line).
         """
         for where, record in read_records(path):
+            check_lengths(record, ("question", "db_id"), max_chars, where)
             validate_record(record, self.question_schema, where)
-            databases.get(record["db_id"], where)
+            databases.check(record["db_id"], where)
             yield {"question": record["question"].strip(), "db_id": record["db_id"]}
 
     # --- prompts -------------------------------------------------------------------------------
@@ -149,20 +157,36 @@ class TextToSQLTask:
             )
         return tables
 
-    def _fit(self, render: Callable[[int, int], str], num_demos: int, count_tokens: Callable[[str], int]) -> str:
-        """Render with as many demonstrations and example rows as fit the token budget:
-        drop demonstrations from the end (keeping one), then example rows (3 -> 1 -> 0)."""
+    def _fit(self, render: Callable[[int, int], str], num_demos: int, count_tokens: Callable[[str], int],
+             max_tokens: int | None, what: str) -> str:
+        """Render with as many demonstrations and example rows as fit the token budget (the
+        smaller of :attr:`prompt_token_budget` and ``max_tokens``): drop demonstrations from the
+        end (keeping one), then example rows (3 -> 1 -> 0). A prompt still over the budget is
+        sent whole, unless it is over ``max_tokens`` (the model's limit).
+
+        Raises:
+            InputError: the smallest prompt (one demonstration, no example rows) is over
+                ``max_tokens``; the message names ``what``.
+        """
+        budget = self.prompt_token_budget if max_tokens is None else min(self.prompt_token_budget, max_tokens)
         demos, rows = num_demos, 3
         while True:
             prompt = render(demos, rows)
-            if count_tokens(prompt) <= self.prompt_token_budget:
+            tokens = count_tokens(prompt)
+            if tokens <= budget:
                 return prompt
             if demos > 1:
                 demos -= 1
             elif rows > 0:
                 rows = 1 if rows > 1 else 0
+            elif max_tokens is not None and tokens > max_tokens:
+                raise InputError(
+                    f"{what} does not fit the model: about {tokens} tokens with one demonstration and no example "
+                    f"rows, and the model takes at most {max_tokens} (its context minus the tokens to generate); "
+                    "shorten the input, or use a model with a longer context"
+                )
             else:
-                return prompt  # the schema alone is over budget: send it whole
+                return prompt  # the schema alone is over the soft budget: send it whole
 
     def question_prompt(
         self,
@@ -170,10 +194,14 @@ class TextToSQLTask:
         demonstrations: Sequence[dict[str, str]],
         rng: random.Random,
         count_tokens: Callable[[str], int],
+        max_tokens: int | None = None,
     ) -> str:
         """The question-generation prompt for ``database``: schema with random example rows and
         the demonstrations' questions in an order shuffled by ``rng`` (demonstrations on the same
-        database first)."""
+        database first), fitted to ``max_tokens`` (the model's limit, when known).
+
+        Raises:
+            InputError: the prompt cannot fit ``max_tokens``."""
         demos = list(demonstrations)
         rng.shuffle(demos)
         demos.sort(key=lambda d: d["db_id"] != database.db_id)
@@ -189,7 +217,8 @@ class TextToSQLTask:
                 demonstrations=demos[:num_demos],
             ).rstrip("\n")  # the model continues the last "-- Question:" line
 
-        return self._fit(render, len(demos), count_tokens)
+        what = f"the question-generation prompt for database {database.db_id!r}"
+        return self._fit(render, len(demos), count_tokens, max_tokens, what)
 
     def answer_prompt(
         self,
@@ -197,9 +226,14 @@ class TextToSQLTask:
         question: str,
         demonstrations: Sequence[dict[str, str]],
         count_tokens: Callable[[str], int],
+        max_tokens: int | None = None,
     ) -> str:
         """The answer-generation prompt: schema with rows whose values match ``question``, the
-        demonstrations (same database first, queries on one line) and the question."""
+        demonstrations (same database first, queries on one line) and the question, fitted to
+        ``max_tokens`` (the model's limit, when known).
+
+        Raises:
+            InputError: the prompt cannot fit ``max_tokens``."""
         demos = sorted(demonstrations, key=lambda d: d["db_id"] != database.db_id)
         demos = [{"question": d["question"], "query": one_line(d["query"])} for d in demos]
 
@@ -213,7 +247,9 @@ class TextToSQLTask:
                 question=question,
             )
 
-        return self._fit(render, len(demos), count_tokens)
+        shown = question if len(question) <= 60 else question[:57] + "..."
+        what = f"the answer-generation prompt for database {database.db_id!r} and question {shown!r}"
+        return self._fit(render, len(demos), count_tokens, max_tokens, what)
 
     # --- post-processing -----------------------------------------------------------------------
 
