@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from symgen_datasets.pipeline.stages import StageContext, select, verify_stream  # noqa: E402
-from symgen_datasets.tasks import DatabaseDirectory, get_task  # noqa: E402
-from symgen_datasets.verifiers import SQLiteExecutor, distinct_programs  # noqa: E402
+from symgen_datasets.tasks import get_task  # noqa: E402
+from symgen_datasets.verifiers import SQLiteVerifier, distinct_programs, normalize_sql  # noqa: E402
 from symgen_datasets.verifiers.sqlite import decode_text, fetch_rows, is_ordered, result_keys  # noqa: E402
 
 K, V = 20, 5
@@ -106,11 +106,12 @@ def baseline(questions, candidates, db_dir: Path) -> tuple[float, set]:
 # --- symgen-datasets --------------------------------------------------------------------------
 
 def symgen(questions, candidates, db_dir: Path) -> tuple[float, set]:
-    context = StageContext(task=get_task("spider"), databases=DatabaseDirectory(db_dir), executor=None)
-    for db_id in sorted({q["db_id"] for q in questions}):  # as `symgen generate` does before its first request
-        context.databases.path(db_id)
-    with SQLiteExecutor(timeout_s=5.0) as context.executor:
-        context.executor.execute(db_dir / questions[0]["db_id"] / f"{questions[0]['db_id']}.sqlite", ["SELECT 1"])  # workers up
+    task = get_task("spider")
+    databases = task.databases(db_dir)
+    databases.prepare({"db_id": q["db_id"]} for q in questions)  # snapshots, as `symgen generate` takes them before its first request
+    with SQLiteVerifier(databases, timeout_s=5.0) as verifier:
+        context = StageContext(task=task, knowledge=databases, verifier=verifier)
+        verifier.executor.execute(db_dir / questions[0]["db_id"] / f"{questions[0]['db_id']}.sqlite", ["SELECT 1"])  # workers up
         start = time.perf_counter()
         rows = (
             {"question_index": i, "db_id": q["db_id"], "candidates": c, "candidate_logprobs": [None] * len(c)}
@@ -129,7 +130,7 @@ def lower_bound(questions, candidates, db_dir: Path) -> float:
         if connection is None:
             connection = connections[q["db_id"]] = sqlite3.connect(db_dir / q["db_id"] / f"{q['db_id']}.sqlite")
             connection.text_factory = decode_text
-        for program in distinct_programs(cands)[0]:
+        for program in distinct_programs(cands, normalize_sql)[0]:
             start = time.perf_counter()
             try:
                 fetch_rows(connection, program, 10_000)

@@ -1,16 +1,18 @@
 """The shared ``datasets`` builder of SymGen datasets; one small module per dataset family
-subclasses it (see ``spider_synth.py``, ``geoquery_sql_synth.py``).
+subclasses it (see ``spider_synth.py``, ``nl2bash_synth.py``...).
 
-A :class:`SymgenBuilderConfig` holds the generation settings and a ``datasets.Version``;
-``download_and_prepare()`` runs the pipeline stages (question generation, answer generation,
-verification, selection, as ``Dataset.map`` functions) and ``datasets`` caches the Arrow result
-under a config id that covers every input: the settings, the demonstrations' and questions'
-content, the databases' content, the prompt templates and the tool version. An unchanged config
-is never regenerated (no LLM call); any change gets a new cache entry, never stale data.
+A builder's config class is made by :func:`builder_config_class` for its task: the generation
+settings of ``symgen generate`` (the fields of
+:class:`~symgen_datasets.pipeline.settings.GenerateSettings` that shape the data, same names and
+defaults), the task's own options (e.g. ``db_dir``) and a ``datasets.Version``.
+``download_and_prepare()`` runs the pipeline and ``datasets`` caches the Arrow result under a
+config id that covers every input: the settings, the demonstrations' and questions' content, the
+task knowledge's content (databases, inventories), the prompt templates and the tool version. An
+unchanged config is never regenerated (no LLM call); any change gets a new cache entry.
 
 datasets >= 4 runs no loading scripts: use the builders in-process::
 
-    from symgen_datasets.builders.geoquery_sql_synth import GeoquerySqlSynth
+    from symgen_datasets.builders import GeoquerySqlSynth
 
     builder = GeoquerySqlSynth(generator="tgi:http://localhost:8080", num_questions=500, version="1.1.0")
     builder.download_and_prepare()
@@ -19,17 +21,19 @@ datasets >= 4 runs no loading scripts: use the builders in-process::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import datasets
 
-from .. import __version__, prompts
-from ..pipeline.run import ROW_FEATURES, GenerateSettings, generate
-from ..tasks import get_task
+from .. import __version__
+from ..pipeline.columns import Columns
+from ..pipeline.run import generate
+from ..pipeline.settings import GenerateSettings, builder_fields
+from ..tasks import Task, get_task
 
 _CITATION = """@inproceedings{ye-etal-2023-generating,
     title = "Generating Data for Symbolic Language with Large Language Models",
@@ -45,56 +49,40 @@ def _file_sha256(path: Path, digest: "hashlib._Hash") -> None:
             digest.update(block)
 
 
-@dataclass
 class SymgenBuilderConfig(datasets.BuilderConfig):
-    """A BuilderConfig = the generation settings of ``symgen generate`` + a ``datasets.Version``.
-
-    Attributes mirror :class:`~symgen_datasets.pipeline.GenerateSettings` (same names and
-    defaults): task, demos, db_dir, questions, num_questions, num_samples, min_votes,
-    temperature, seed, concurrency, generator, timeout_s, max_retries.
-    """
-
-    task: str = ""
-    demos: str | None = None
-    db_dir: str | None = None
-    questions: str | None = None
-    num_questions: int | None = None
-    num_samples: int = 20
-    min_votes: int = 5
-    temperature: float = 0.8
-    seed: int = 0
-    concurrency: int = 16
-    generator: str = "embedded"
-    timeout_s: float = 5.0
-    max_retries: int = 6
+    """Base of the configs :func:`builder_config_class` makes: a BuilderConfig = the generation
+    settings + the task's options + a ``datasets.Version`` (a string is accepted)."""
 
     def __post_init__(self):
         if isinstance(self.version, str):
             self.version = datasets.Version(self.version)
         super().__post_init__()
 
+    def task_object(self) -> Task:
+        return get_task(self.task)
+
     def settings(self) -> GenerateSettings:
         """The :class:`GenerateSettings` of this config (no output folder: the builder caches)."""
-        names = {f.name for f in fields(GenerateSettings)}
-        values = {f.name: getattr(self, f.name) for f in fields(SymgenBuilderConfig) if f.name in names}
-        return GenerateSettings(**values)
+        task = self.task_object()
+        names = {f.name for f in dataclasses.fields(GenerateSettings)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}
+        options = {option.name: getattr(self, option.name) for option in task.options}
+        return GenerateSettings(**values, task_options=options)
 
     def fingerprint(self) -> str:
         """SHA-256 (16 hex digits) of everything the generated data depends on: the settings, the
-        content of the demonstrations, questions and databases, the prompt templates and the
+        content of the demonstrations, questions and task knowledge, the prompt templates and the
         version of symgen-datasets."""
-        task = get_task(self.task)
+        task = self.task_object()
+        settings = self.settings()
         digest = hashlib.sha256()
-        digest.update(json.dumps(asdict(self.settings()), sort_keys=True, default=str).encode())
-        digest.update(json.dumps(task.load_demonstrations(self.demos), sort_keys=True).encode())
-        if self.questions:
-            _file_sha256(Path(self.questions), digest)
-        databases = task.databases(self.db_dir)
-        for db_id in databases.db_ids:
-            digest.update(db_id.encode())
-            _file_sha256(databases.source_path(db_id), digest)
-        for template in (task.question_template, task.answer_template):
-            digest.update(prompts.template_hash(template).encode())
+        digest.update(json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str).encode())
+        digest.update(json.dumps(task.load_demonstrations(settings.demos), sort_keys=True).encode())
+        if settings.questions:
+            _file_sha256(Path(settings.questions), digest)
+        task.load_knowledge(task.options_with_defaults(settings.task_options)).fingerprint(digest)
+        for template_hash in task.template_hashes().values():
+            digest.update(template_hash.encode())
         digest.update(__version__.encode())
         return digest.hexdigest()[:16]
 
@@ -103,19 +91,33 @@ class SymgenBuilderConfig(datasets.BuilderConfig):
         return f"{self.name}-{self.fingerprint()}"
 
 
+def builder_config_class(task_name: str) -> type[SymgenBuilderConfig]:
+    """A ``BuilderConfig`` dataclass for the task ``task_name``: the settings that shape the
+    data (:func:`~symgen_datasets.pipeline.settings.builder_fields`, same defaults), the task's
+    own options, and ``task`` defaulting to ``task_name``."""
+    task = get_task(task_name)
+    fields: list[tuple[str, Any, Any]] = []
+    for name, kind, spec in builder_fields():
+        default = task_name if name == "task" else spec.default
+        fields.append((name, kind, dataclasses.field(default=default)))
+    fields += [(option.name, Any, dataclasses.field(default=option.default)) for option in task.options]
+    return dataclasses.make_dataclass(f"{type(task).__name__}BuilderConfig", fields, bases=(SymgenBuilderConfig,))
+
+
 class SymgenBuilder(datasets.GeneratorBasedBuilder):
-    """Generates a verified dataset with the SymGen pipeline; subclasses name their task in
-    ``BUILDER_CONFIGS``. The ``train`` split holds the kept rows (Spider's fields + provenance)."""
+    """Generates a verified dataset with the SymGen pipeline; subclasses set
+    ``BUILDER_CONFIG_CLASS = builder_config_class(TASK)`` and ``BUILDER_CONFIGS``. The ``train``
+    split holds the kept rows (the source's fields + provenance)."""
 
     BUILDER_CONFIG_CLASS = SymgenBuilderConfig
     config: SymgenBuilderConfig
 
     def _info(self) -> datasets.DatasetInfo:
-        task = get_task(self.config.task)
+        task = self.config.task_object()
+        columns = Columns(task, task.verifier_class.outcome_word)
         return datasets.DatasetInfo(
-            description=f"{task.pretty_name}: questions and SQL generated by an LLM and kept by an "
-            "agreement-based verifier (SymGen).",
-            features=ROW_FEATURES,
+            description=f"{task.pretty_name}: {task.card_summary()}",
+            features=columns.rows,
             citation=_CITATION,
             license=task.license,
         )

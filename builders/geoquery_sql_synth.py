@@ -2,12 +2,11 @@
 
 import datasets
 
-from .base import SymgenBuilder, SymgenBuilderConfig
+from .base import SymgenBuilder, builder_config_class
 
 
 class GeoquerySqlSynth(SymgenBuilder):
     """Questions about US geography with SQL, verified on the GeoQuery database."""
 
-    BUILDER_CONFIGS = [
-        SymgenBuilderConfig(name="default", task="geoquery_sql", version=datasets.Version("1.0.0")),
-    ]
+    BUILDER_CONFIG_CLASS = builder_config_class("geoquery_sql")
+    BUILDER_CONFIGS = [BUILDER_CONFIG_CLASS(name="default", version=datasets.Version("1.0.0"))]

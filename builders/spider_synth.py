@@ -2,12 +2,11 @@
 
 import datasets
 
-from .base import SymgenBuilder, SymgenBuilderConfig
+from .base import SymgenBuilder, builder_config_class
 
 
 class SpiderSynth(SymgenBuilder):
     """Cross-database text-to-SQL questions and SQL, verified on Spider's SQLite databases."""
 
-    BUILDER_CONFIGS = [
-        SymgenBuilderConfig(name="default", task="spider", version=datasets.Version("1.0.0")),
-    ]
+    BUILDER_CONFIG_CLASS = builder_config_class("spider")
+    BUILDER_CONFIGS = [BUILDER_CONFIG_CLASS(name="default", version=datasets.Version("1.0.0"))]

@@ -1,4 +1,9 @@
-"""The ``symgen`` command line."""
+"""The ``symgen`` command line.
+
+The flags of ``symgen generate`` come from :class:`~symgen_datasets.pipeline.settings.GenerateSettings`;
+a task's own options (text-to-SQL's ``--db-dir``) come from the task, so the command line is
+parsed twice: once to find the task, then with its options.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +12,46 @@ import logging
 import os
 import sys
 
-from .errors import EXIT_DIFFERENCES, EXIT_INTERRUPTED, BudgetExhausted, SymgenError
-from .generators import REQUEST_TIMEOUT_S, SPEC_HELP
-from .io import MAX_INPUT_CHARS
+from .errors import EXIT_DIFFERENCES, EXIT_INTERRUPTED, BudgetExhausted, InputError, SymgenError
+from .generators import SPEC_HELP
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(task=None) -> argparse.ArgumentParser:
+    """The parser; with ``task``, ``generate`` and ``check`` also take that task's options."""
+    from .pipeline.settings import add_setting_arguments
+
     parser = argparse.ArgumentParser(prog="symgen", description="Verified synthetic datasets for symbolic languages.")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser(
         "generate",
         help="generate a verified dataset (SymGen)",
-        description="Generate questions and candidate programs with an LLM, keep the questions whose "
-        "candidates agree on their execution result, and write a Hub-style dataset folder.",
+        description="Generate questions and candidate programs with an LLM, keep the questions whose candidates agree "
+        "(the task's verifier), and write a Hub-style dataset folder. `symgen generate TASK --help` shows the task's "
+        "own options too.",
     )
-    gen.add_argument("task", help="task name: spider | geoquery_sql")
-    gen.add_argument("--demos", metavar="FILE", help="JSONL demonstrations (question, query, db_id); default: the task's packaged 10-shot demos")
-    _db_dir_option(gen)
-    gen.add_argument("--questions", metavar="FILE", help="JSONL (or JSON array) with question and db_id: skip question generation")
-    gen.add_argument("--num-questions", metavar="N", type=int, help="questions to generate (default: 20)")
-    gen.add_argument("--num-samples", metavar="K", type=int, default=20, help="candidates per question (default: 20)")
-    gen.add_argument("--min-votes", metavar="V", type=int, default=5, help="votes needed to keep a question (default: 5)")
-    gen.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: 0.8)")
-    gen.add_argument("--seed", type=int, default=0, help="run seed; request seeds derive from it (default: 0)")
-    gen.add_argument("--concurrency", type=int, default=16, help="LLM requests in flight at most (default: 16)")
-    gen.add_argument("--generator", metavar="SPEC", default="embedded", help=f"{SPEC_HELP} (default: embedded)")
-    gen.add_argument("--timeout", dest="timeout_s", type=float, default=5.0, help="per-query execution time limit in seconds (default: 5)")
-    gen.add_argument("--max-retries", type=int, default=6, help="attempts per LLM request on 429/5xx/connection errors and timeouts (default: 6)")
-    gen.add_argument("--request-timeout", dest="request_timeout_s", metavar="S", type=float, default=REQUEST_TIMEOUT_S,
-                     help=f"time limit of one attempt of an LLM request in seconds (default: {REQUEST_TIMEOUT_S:g})")
-    gen.add_argument("--max-input-chars", metavar="N", type=int, default=MAX_INPUT_CHARS,
-                     help=f"longest question or program accepted in --demos and --questions, in characters (default: {MAX_INPUT_CHARS})")
-    gen.add_argument("--output", metavar="DIR", help="dataset folder to write (default: ./<task>-synth)")
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output folder")
-    gen.add_argument("--work-dir", metavar="DIR", help="the run's work folder (response cache; default: .<output>.work beside --output)")
-    gen.add_argument("--max-requests", metavar="N", type=int, help="request at most N completions from the LLM, then stop cleanly; the same command resumes")
-    gen.add_argument("--no-cache", dest="cache", action="store_false", help="do not store responses (no resume)")
+    gen.add_argument("task", help="task name (see `symgen tasks`)")
+    add_setting_arguments(gen, SPEC_HELP)
     gen.add_argument("--dry-run", action="store_true", help="print the number of requests and an estimate of tokens, send nothing")
     gen.add_argument("--push-to-hub", metavar="REPO_ID", help="then push the folder to this Hub dataset repository (see `symgen push`)")
     gen.add_argument("--version", metavar="X.Y.Z", help="with --push-to-hub: the version to tag (default: 1.0.0, or the latest with its minor bumped)")
     _hub_options(gen)
+    _task_options(gen, task)
+
+    check = commands.add_parser(
+        "check",
+        help="validate answers with a task's verifier (no LLM)",
+        description="Run each row's answer through the task's verifier as a single candidate. Prints counts by "
+        "outcome and, last, `valid N of M`.",
+    )
+    check.add_argument("task", help="task name (see `symgen tasks`)")
+    check.add_argument("--input", required=True, metavar="FILE", help="JSONL (or JSON array) with the task's fields")
+    check.add_argument("--output", metavar="FILE", help="write one JSON line per input row, in order: valid, status, reason")
+    check.add_argument("--timeout", dest="timeout_s", type=float, default=5.0, metavar="S",
+                       help="time limit of one answer's verification in seconds (default: 5)")
+    _task_options(check, task)
+
+    commands.add_parser("tasks", help="list the installed tasks", description="Every installed task (built-in or from "
+                        "another package) with its fields, verifier and source.")
 
     push = commands.add_parser(
         "push",
@@ -62,20 +67,24 @@ def _parser() -> argparse.ArgumentParser:
     versions = commands.add_parser("versions", help="list a repository's versions with their card summaries")
     versions.add_argument("repo_id")
 
-    check = commands.add_parser(
+    verify = commands.add_parser(
         "verify",
         help="recompute a dataset's kept rows from its candidates (no LLM)",
-        description="Re-execute every published candidate, compare its outcome with the stored one, redo the "
+        description="Re-verify every published candidate, compare its outcome with the stored one, redo the "
         "majority vote and compare the kept set with the published rows. Exit status 1 when they differ, 2 when "
-        "the source cannot be read.",
+        "the source cannot be read. Options of the dataset's task (e.g. --db-dir DIR) may follow.",
     )
-    check.add_argument("source", help="a dataset folder, or REPO_ID[@REVISION] on the Hub")
-    _db_dir_option(check)
+    verify.add_argument("source", help="a dataset folder, or REPO_ID[@REVISION] on the Hub")
     return parser
 
 
-def _db_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db-dir", metavar="DIR", help="folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases")
+def _task_options(parser: argparse.ArgumentParser, task) -> None:
+    if task is None:
+        return
+    group = parser.add_argument_group(f"options of the task {task.name}")
+    for option in task.options:
+        group.add_argument(option.flag, dest=f"task_option_{option.name}", type=option.type, default=option.default,
+                           metavar=option.metavar, help=option.help)
 
 
 def _hub_options(parser: argparse.ArgumentParser) -> None:
@@ -84,36 +93,80 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit-message", metavar="MSG", help="default: 'symgen: vX.Y.Z'")
 
 
+def _given_task_options(args: argparse.Namespace) -> dict:
+    prefix = "task_option_"
+    return {name[len(prefix):]: value for name, value in vars(args).items() if name.startswith(prefix)}
+
+
 def _generate(args: argparse.Namespace) -> int:
-    from .pipeline import GenerateSettings, format_summary, generate
+    from .pipeline import GenerateSettings, generate
+    from .pipeline.settings import command_line_fields
+    from .publish import format_summary
 
-    hub_options = ("push_to_hub", "version", "private", "revision", "commit_message", "dry_run")
-    options = {k: v for k, v in vars(args).items() if k != "command" and k not in hub_options}
+    settings = GenerateSettings(task=args.task, task_options=_given_task_options(args),
+                                **{f.name: getattr(args, f.name) for f in command_line_fields()})
     if args.version and not args.push_to_hub:
-        from .errors import InputError
-
         raise InputError("--version is used with --push-to-hub (or later with `symgen push DIR REPO_ID --version X.Y.Z`)")
     if args.version:
         from .hub.push import parse_version
 
         parse_version(args.version)  # a bad version fails before any work
     if args.dry_run:
-        from .pipeline.run import dry_run
+        from .pipeline import dry_run
 
-        print(dry_run(GenerateSettings(**options)))
+        print(dry_run(settings))
         return 0
-    result = generate(GenerateSettings(**options))
+    result = generate(settings)
     if result is None:  # a process other than the main one of `accelerate launch`: its shard is merged there
         return 0
     print(format_summary(result))
     if args.push_to_hub:
-        from .hub import next_version, push
         from huggingface_hub import HfApi
+
+        from .hub import next_version, push
 
         version = args.version or next_version(HfApi(), args.push_to_hub)
         _print_push(push(result.output, args.push_to_hub, version, private=args.private,
                          revision=args.revision, commit_message=args.commit_message))
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .pipeline.check import check_answers
+    from .tasks import get_task
+
+    report = check_answers(get_task(args.task), args.input, args.output, _given_task_options(args), args.timeout_s)
+    for status, count in report.by_status.items():
+        print(f"{status:<10} {count}")
+    for reason, count in report.reasons:
+        print(f"  {count} x {reason}")
+    if args.output:
+        print(f"wrote {args.output}")
+    print(f"valid {report.valid} of {report.total}")
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from .tasks import registered_tasks
+
+    rows = [("task", "family", "fields (question -> answer; context)", "verifier", "source")]
+    for name, entry in registered_tasks().items():
+        try:
+            task = entry.load()
+        except SymgenError as error:
+            rows.append((name, "?", f"cannot be loaded: {error}", "?", entry.source))
+            continue
+        context = f"; {', '.join(task.context_fields)}" if task.context_fields else ""
+        verifier = task.verifier_class.name if task.verifier_class else "?"
+        rows.append((name, task.family, f"{task.question_field} -> {task.answer_field}{context}", verifier, entry.source))
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[tuple]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def _print_push(result) -> None:
@@ -138,27 +191,45 @@ def _versions(args: argparse.Namespace) -> int:
         print(f"{args.repo_id}: no version tags (vX.Y.Z) yet")
         return 0
     header = ("version", "commit", "parent", "task", "questions", "kept", "generator")
-    table = [header] + [
+    _print_table([header] + [
         (v.tag, v.commit[:12], v.parent or "-", v.task, str(v.questions if v.questions is not None else "?"),
          str(v.kept if v.kept is not None else "?"), v.generator)
         for v in versions
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    ])
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace, extra: list[str]) -> int:
     from .hub import reverify
 
-    report = reverify(args.source, db_dir=args.db_dir)
+    report = reverify(args.source, _parse_loose_options(extra))
     for line in report.differences:
         print(line)
     print(f"re-executed the {report.candidates_checked} published candidates and compared their stored outcomes")
     verdict = "identical" if report.identical else f"{len(report.differences)} differences"
     print(f"{report.source}: published {report.published} rows, re-verification keeps {report.recomputed}: {verdict}")
     return 0 if report.identical else EXIT_DIFFERENCES
+
+
+def _parse_loose_options(extra: list[str]) -> dict:
+    """``--name value`` pairs (the options of a task known only once its card is read).
+
+    Raises:
+        InputError: anything that is not ``--name value``.
+    """
+    options = {}
+    items = list(extra)
+    while items:
+        flag = items.pop(0)
+        name, equals, value = flag.partition("=")
+        if not name.startswith("--") or len(name) < 3:
+            raise InputError(f"unexpected argument {flag!r}; task options look like --db-dir DIR")
+        if not equals:
+            if not items:
+                raise InputError(f"{flag}: expects a value")
+            value = items.pop(0)
+        options[name[2:].replace("-", "_")] = value
+    return options
 
 
 class _ProgressFriendlyHandler(logging.Handler):
@@ -185,6 +256,23 @@ def _show_notices() -> None:
         logger.propagate = False
 
 
+def _task_of(argv: list[str]):
+    """The task named on a ``generate``/``check`` command line, if it is installed (its options
+    then join the parser); ``None`` otherwise (an unknown name fails later with its message)."""
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("command", nargs="?")
+    finder.add_argument("task", nargs="?")
+    found, _ = finder.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    if found.command not in ("generate", "check") or not found.task:
+        return None
+    from .tasks import get_task
+
+    try:
+        return get_task(found.task)
+    except SymgenError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``symgen``; returns the exit status: 0 done, 1 differences found by
     ``verify``, 2 bad input / a failed request / a busy folder or database, 3 stopped at
@@ -192,17 +280,29 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     _show_notices()
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "symgen"
     try:
-        return {"generate": _generate, "push": _push, "versions": _versions, "verify": _verify}[args.command](args)
+        parser = _parser(_task_of(argv) if argv and argv[0] in ("generate", "check") else None)
+        args, extra = parser.parse_known_args(argv)
+        command = args.command
+        if extra and command != "verify":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if command == "verify":
+            return _verify(args, extra)
+        if command in ("generate", "check"):
+            from .tasks import get_task
+
+            get_task(args.task)  # an unknown task: its own message, listing the known ones
+        return {"generate": _generate, "check": _check, "tasks": _tasks, "push": _push, "versions": _versions}[command](args)
     except BudgetExhausted as stop:  # a clean, resumable stop, not a failure
-        print(f"symgen {args.command}: {stop}", file=sys.stderr)
+        print(f"symgen {command}: {stop}", file=sys.stderr)
         return stop.exit_code
     except SymgenError as error:
-        print(f"symgen {args.command}: error: {error}", file=sys.stderr)
+        print(f"symgen {command}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"symgen {args.command}: interrupted; nothing was written (the same command resumes)", file=sys.stderr)
+        print(f"symgen {command}: interrupted; nothing was written (the same command resumes)", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

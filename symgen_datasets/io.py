@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import gzip
 import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -24,7 +25,8 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     Args:
         path: a ``.jsonl`` file (one JSON object per line; blank lines are skipped) or a file
             whose first non-blank character is ``[`` (a JSON array of objects, e.g. Spider's
-            ``dev.json``). UTF-8, with or without a byte order mark.
+            ``dev.json``). UTF-8, with or without a byte order mark; gzip-compressed when its
+            name ends with ``.gz`` (e.g. HumanEval's ``HumanEval.jsonl.gz``).
 
     Yields:
         ``("FILE line N", record)`` for JSON Lines, ``("FILE item N", record)`` for an array
@@ -36,7 +38,7 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """
     path = Path(path)
     try:
-        with path.open("rb") as handle:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
             first = b""
             while not first.strip() and (chunk := handle.read(4096)):
                 first += chunk
@@ -52,8 +54,8 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder; expected a JSON Lines file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    except (OSError, EOFError) as error:  # gzip raises BadGzipFile (an OSError) and EOFError
+        raise InputError(f"{path}: cannot read the file ({getattr(error, 'strerror', None) or error})") from None
 
 
 def _decode(path: Path, lineno: int, raw: bytes) -> str:

@@ -26,16 +26,23 @@ from aiohttp import web
 #: (prompt, sampling parameters, seed) -> (text, per-token log-probabilities)
 Responder = Callable[[str, dict, int], tuple[str, list[float]]]
 
-_QUESTION = re.compile(r"^-- Question: (.*)$", re.M)
+_QUESTION = re.compile(r"^(?:-- )?(?:Question|Natural Language): ?(.*)$", re.M)
 
 
 def last_question(prompt: str) -> str | None:
-    """The question an answer-generation prompt asks (its last ``-- Question:`` line), or
-    ``None`` for a question-generation prompt (which ends with an open ``-- Question:``)."""
-    if prompt.rstrip().endswith("-- Question:"):
+    """The question an answer-generation prompt asks: its last ``Question:`` line (SQL's
+    ``-- Question:``, Break's ``Question:``, NL2Bash's and MTOP's ``Natural Language:``), or
+    ``None`` for a question-generation prompt, which ends with an open label."""
+    last = _QUESTION.fullmatch(prompt.rstrip().splitlines()[-1])
+    if last and not last.group(1).strip():
         return None
-    found = _QUESTION.findall(prompt)
+    found = [q for q in _QUESTION.findall(prompt) if q.strip()]
     return found[-1].strip() if found else None
+
+
+def break_sql(answer: str, rng: random.Random) -> str:
+    """SQL that does not parse (the default corruption of :class:`OracleResponder`)."""
+    return answer.replace("SELECT", "SELEC", 1).replace("select", "selec", 1)
 
 
 def _logprobs(text: str, value: float) -> list[float]:
@@ -62,6 +69,8 @@ class OracleResponder:
     repeat: float = 0.4
     mistakes: int = 2
     questions: list[str] = field(default_factory=list)
+    #: turns a gold answer into an invalid one (default: broken SQL)
+    corrupt: Callable[[str, random.Random], str] = break_sql
 
     def __post_init__(self) -> None:
         self._pool = sorted(set(self.gold.values()))
@@ -84,7 +93,7 @@ class OracleResponder:
         elif wrong < self.repeat + (1 - self.repeat) / 2:
             text = rng.choice(self._pool)
         else:
-            text = gold.replace("SELECT", "SELEC", 1).replace("select", "selec", 1)
+            text = self.corrupt(gold, rng)
         return text + "\n\n", _logprobs(text, rng.uniform(-1.2, -0.2))
 
 
@@ -245,3 +254,64 @@ class LLMServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+_OPERATORS = [(" + ", " - "), (" - ", " + "), (" < ", " > "), (" > ", " < "), (" <= ", " < "), (" >= ", " > "),
+              (" == ", " != "), (" != ", " == "), (" * ", " + "), (" and ", " or "), (" or ", " and ")]
+
+
+def wrong_operator(body: str, rng: random.Random) -> str | None:
+    """``body`` with one binary operator replaced by another (``None`` if it has none)."""
+    found = [(a, b) for a, b in _OPERATORS if a in body]
+    if not found:
+        return None
+    a, b = rng.choice(found)
+    positions = [m.start() for m in re.finditer(re.escape(a), body)]
+    at = rng.choice(positions)
+    return body[:at] + b + body[at + len(a):]
+
+
+@dataclass
+class PythonOracle:
+    """A code LLM that is right with probability ``accuracy``, for HumanEval-style problems.
+
+    * An answer prompt (it ends with one of ``problems``' ``prompt``): the canonical body, or a
+      wrong one: with probability ``repeat`` one of the problem's 2 fixed plausible mistakes (a
+      wrong operator), else a fresh wrong operator or a body that raises.
+    * A test-input prompt (it ends with ``entry_point(``): the arguments of one of the calls in
+      the problem's own test, chosen by the seed (inputs only: outputs are never shown).
+    * A question-generation prompt (it ends with ``# Problem N``): one of ``new_problems``.
+    """
+
+    problems: list[dict]
+    accuracy: float = 0.5
+    repeat: float = 0.4
+    new_problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._by_entry = {p["entry_point"]: p for p in self.problems}
+
+    def __call__(self, prompt: str, parameters: dict, seed: int) -> tuple[str, list[float]]:
+        rng = random.Random(f"{prompt[-200:]}|{seed}")
+        tail = prompt.rstrip()
+        if re.search(r"# Problem \d+$", tail):
+            text = rng.choice(self.new_problems) if self.new_problems else "def f(x):\n    \"\"\" Return x. \"\"\"\n"
+            return text + "\n# Problem", [-0.5]
+        call = re.search(r"(\w+)\($", tail)
+        if call and call.group(1) in self._by_entry:
+            problem = self._by_entry[call.group(1)]
+            calls = re.findall(r"candidate\((.*)\)", problem["test"])
+            return (rng.choice(calls) + ")\n" if calls else ")\n"), [-0.3]
+        defined = re.findall(r"^def (\w+)\(", prompt, re.M)
+        problem = self._by_entry.get(defined[-1]) if defined else None
+        if problem is None or not tail.endswith(problem["prompt"].rstrip()):
+            return "    pass\n", [-3.0]
+        gold = problem["canonical_solution"]
+        if rng.random() < self.accuracy:
+            return gold, _logprobs(gold, rng.uniform(-0.6, -0.05))
+        if rng.random() < self.repeat:
+            mistake = wrong_operator(gold, random.Random(f"mistake|{problem['entry_point']}|{rng.randrange(2)}"))
+        else:
+            mistake = wrong_operator(gold, rng) if rng.random() < 0.5 else None
+        text = mistake or "    raise NotImplementedError\n"
+        return text, _logprobs(text, rng.uniform(-1.2, -0.2))

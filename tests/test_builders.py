@@ -65,18 +65,26 @@ def test_spider_builder_config_carries_the_task():
     assert builder.info.license == "cc-by-sa-4.0"
 
 
-def test_builder_config_defaults_match_the_cli():
-    """The BuilderConfig mirrors GenerateSettings; a drifted default would change the data."""
-    from dataclasses import MISSING, fields
+def test_cli_and_builder_config_defaults_come_from_the_settings():
+    """One source for the generation settings: the defaults `symgen generate` parses and the
+    BuilderConfig's fields both equal GenerateSettings' (a drifted default would change the data)."""
+    from dataclasses import fields
 
-    from symgen_datasets.builders import SymgenBuilderConfig
+    from symgen_datasets.cli import _parser
     from symgen_datasets.pipeline import GenerateSettings
+    from symgen_datasets.pipeline.settings import command_line_fields
+    from symgen_datasets.tasks import get_task
 
-    settings = {f.name: f for f in fields(GenerateSettings)}
-    config = {f.name: f for f in fields(SymgenBuilderConfig)}
-    shared = set(settings) & set(config)
-    assert shared >= {"demos", "db_dir", "questions", "num_questions", "num_samples", "min_votes", "temperature",
-                      "seed", "concurrency", "generator", "timeout_s", "max_retries"}
-    for name in shared - {"task"}:
-        assert config[name].default == settings[name].default != MISSING, name
-
+    defaults = {f.name: f.default for f in fields(GenerateSettings) if f.name not in ("task", "task_options")}
+    parsed = vars(_parser(get_task("spider")).parse_args(["generate", "spider"]))
+    assert {f.name for f in command_line_fields()} == set(defaults)
+    for name, default in defaults.items():
+        assert parsed[name] == default, name
+    assert parsed["task_option_db_dir"] is None  # the task's own option
+    config = {f.name: f.default for f in fields(SpiderSynth.BUILDER_CONFIG_CLASS)}
+    shaping = {"demos", "questions", "num_questions", "num_samples", "min_votes", "temperature", "seed", "concurrency",
+               "generator", "timeout_s", "max_retries", "request_timeout_s", "max_input_chars"}
+    assert shaping <= set(config) and not {"output", "overwrite", "work_dir", "max_requests", "cache"} & set(config)
+    for name in shaping:
+        assert config[name] == defaults[name], name
+    assert config["task"] == "spider" and config["db_dir"] is None

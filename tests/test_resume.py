@@ -135,7 +135,7 @@ def test_a_second_run_on_the_same_folder_stops_at_once_and_a_killed_run_leaves_n
         assert (work / "run.lock").exists()  # left by the killed run
         assert main(args(server, out)) == 0  # a stale lock does not block
     assert rows(out) == rows(clean) and rows(out, "candidates") == rows(clean, "candidates")
-    assert not (work / "databases").exists()  # the run's database snapshots are gone with it
+    assert not (work / "task_knowledge").exists()  # the run's database snapshots are gone with it
 
 
 def test_no_cache_with_a_request_budget_is_refused(tmp_path, capsys):

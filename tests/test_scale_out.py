@@ -9,7 +9,7 @@ from pathlib import Path
 
 import datasets
 
-from symgen_datasets.hub.card import read_folder_card
+from symgen_datasets.publish import read_folder_card
 from tests.llm_servers import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,8 +32,8 @@ def executor():
 
 
 def vote(executor, db, candidates, logprobs=None):
-    programs, _ = distinct_programs(candidates)
-    return majority_vote(candidates, executor.execute(db, programs), logprobs)
+    distinct = distinct_programs(candidates, normalize_sql)
+    return majority_vote(candidates, executor.execute(db, distinct[0]), logprobs, distinct)
 
 
 def test_every_geoquery_dev_gold_query_verifies_against_itself(executor, geography_db, geoquery_dev):
@@ -63,12 +63,12 @@ def test_gold_wins_over_wrong_and_broken_candidates(executor, geography_db, geoq
 
 def test_duplicates_anywhere_are_executed_once_and_all_count_as_votes():
     candidates = ["SELECT 1", "SELECT 2", "select 1;", "SELECT  2", "SELECT 1"]
-    programs, index = distinct_programs(candidates)
+    programs, index = distinct_programs(candidates, normalize_sql)
     assert programs == ["SELECT 1", "SELECT 2", "select 1"]
     assert index == [0, 1, 2, 1, 0]
     ok = ExecutionResult("ok", key="one", num_rows=1)
     two = ExecutionResult("ok", key="two", num_rows=1)
-    result = majority_vote(candidates, [ok, two, ok])
+    result = majority_vote(candidates, [ok, two, ok], distinct=(programs, index))
     assert result.votes == 3 and result.query == "SELECT 1"  # most frequent program of the cluster
 
 
@@ -238,7 +238,7 @@ def test_execute_stream_runs_ahead_and_answers_in_job_order(geography_db, tmp_pa
             yield db, [f"SELECT {job}, {position}, count(*) FROM {table}" for position in range(1 + job % 4)]
 
     with SQLiteExecutor(max_workers=2) as pool:
-        pool.chunk_queries, pool.tasks_per_worker = 8, 2
+        pool.chunk_programs, pool.tasks_per_worker = 8, 2
         stream = pool.execute_stream(jobs())
         first = next(stream)
         assert first == [ExecutionResult("ok", result_keys([(0, 0, 100)], False), 1)] and len(read) < 300

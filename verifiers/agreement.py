@@ -5,51 +5,33 @@ Models", §2.3): sample K candidate programs per question, execute them, group t
 execution result and keep the question only when the largest group has at least V votes. This is
 self-consistency (Wang et al., ICLR 2023) applied as a filter.
 
+One function for every language: a verifier turns each distinct candidate into an outcome and
+says which outcomes agree (:meth:`~symgen_datasets.verifiers.base.Verifier.cluster_labels`:
+equal result keys, or a similarity clustering); the vote below is the same for all.
+
 Differences from SymGen's released code, on purpose:
 
 * every candidate counts as a vote, duplicates included: deduplication is only an execution
   cache (each distinct program runs once), never a vote filter;
-* duplicates are found after normalisation (:func:`normalize_sql`) anywhere in the list, not
-  only when adjacent;
+* duplicates are found after the verifier's normalisation anywhere in the list, not only when
+  adjacent;
 * the representative program of the winning cluster is the one with the highest mean token
   log-probability, or the most frequent one when the backend gives no log-probabilities.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .sqlite import ExecutionResult
-
-_SPACE = re.compile(r"\s+")
-_LITERAL = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
+from .base import ExecutionResult, fold_whitespace
 
 
-def normalize_sql(query: str) -> str:
-    """Normalise a SQL program for deduplication.
-
-    Strips surrounding white space and trailing semicolons and folds runs of white space outside
-    string literals into one space; literals are kept as written, so two programs with the same
-    normal form always execute identically.
-    """
-    text = " ".join(query.split())  # right unless a literal holds white space that this changed
-    if ("'" in query or '"' in query) and text != query.strip() and any(
-        " ".join(literal.split()) != literal for literal in _LITERAL.findall(query)
-    ):
-        parts = _LITERAL.split(query.strip())
-        folded = [part if index % 2 else _SPACE.sub(" ", part) for index, part in enumerate(parts)]
-        text = "".join(folded).strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    return text
-
-
-def distinct_programs(candidates: Sequence[str]) -> tuple[list[str], list[int]]:
-    """Deduplicate candidates after :func:`normalize_sql`.
+def distinct_programs(candidates: Sequence[str], normalize: Callable[[str], str] = fold_whitespace) -> tuple[list[str], list[int]]:
+    """Deduplicate candidates after ``normalize`` (the verifier's
+    :meth:`~symgen_datasets.verifiers.base.Verifier.normalize`).
 
     Returns:
         ``(programs, index)``: the distinct normalised programs in order of first appearance,
@@ -61,7 +43,7 @@ def distinct_programs(candidates: Sequence[str]) -> tuple[list[str], list[int]]:
     for candidate in candidates:
         found = of_text.get(candidate)
         if found is None:
-            found = of_text[candidate] = position.setdefault(normalize_sql(candidate), len(position))
+            found = of_text[candidate] = position.setdefault(normalize(candidate), len(position))
         index.append(found)
     return list(position), index
 
@@ -75,7 +57,8 @@ class VoteResult:
             executed).
         votes: candidates (duplicates included) in the winning cluster.
         num_candidates: candidates sampled.
-        num_executable: candidates that executed without error.
+        num_executable: candidates whose outcome is ``ok`` (executed, or parsed and checked,
+            without error).
         num_distinct_programs: distinct programs after normalisation.
         num_distinct_results: clusters, i.e. distinct execution results.
         logprob: the representative's mean token log-probability, if known.
@@ -97,15 +80,20 @@ def majority_vote(
     outcomes: Sequence[ExecutionResult],
     logprobs: Sequence[float | None] | None = None,
     distinct: tuple[list[str], list[int]] | None = None,
+    labels: Sequence[str | None] | None = None,
 ) -> VoteResult:
-    """Cluster candidates by execution result and pick the largest cluster.
+    """Cluster candidates by outcome and pick the largest cluster.
 
     Args:
         candidates: the K sampled programs (raw, duplicates included).
         outcomes: one :class:`ExecutionResult` per *distinct* program, in the order of
             :func:`distinct_programs`.
         logprobs: one mean token log-probability per candidate (``None`` entries allowed).
-        distinct: ``distinct_programs(candidates)``, when the caller has it already.
+        distinct: ``distinct_programs(candidates)``, when the caller has it already (with the
+            verifier's normalisation; the default normalisation otherwise).
+        labels: one cluster label per distinct program (``None`` where it failed), from the
+            verifier's :meth:`~symgen_datasets.verifiers.base.Verifier.cluster_labels`;
+            default: the outcome keys (candidates agree when their results are equal).
 
     Returns:
         A :class:`VoteResult`. Cluster ties (same votes) are broken by the cluster's mean
@@ -125,10 +113,12 @@ def majority_vote(
         if logprob is not None and logprob > best_logprob.get(program, float("-inf")):
             best_logprob[program] = logprob
 
+    if labels is None:
+        labels = [outcome.key if outcome.ok else None for outcome in outcomes]
     clusters: dict[str, list[int]] = {}
-    for program, outcome in enumerate(outcomes):
-        if outcome.ok:
-            clusters.setdefault(outcome.key, []).append(program)
+    for program, (outcome, label) in enumerate(zip(outcomes, labels)):
+        if outcome.ok and label is not None:
+            clusters.setdefault(label, []).append(program)
     num_executable = sum(frequency[p] for members in clusters.values() for p in members)
     if not clusters:
         return VoteResult(None, 0, len(candidates), 0, len(programs), 0, None, [])

@@ -2,8 +2,8 @@
 
 Generated programs are hostile until proven otherwise. Each query runs
 
-* in a worker process of a :class:`pebble.ProcessPool`, so a query that crashes or hangs its
-  process is killed and the run goes on (the worker is replaced);
+* in a worker process of a :class:`~symgen_datasets.verifiers.pool.WorkerPool`, so a query that
+  crashes or hangs its process is killed and the run goes on (the worker is replaced);
 * on a connection that cannot change anything (see :func:`connect_readonly`: read-only and
   immutable URI, ``PRAGMA query_only``, an authorizer that allows only reads, no ATTACH);
 * in a worker whose memory growth and SQLite heap are capped;
@@ -17,46 +17,20 @@ large results never cross process boundaries.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-import os
 import re
 import sqlite3
 import time
-from collections import deque
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import quote
 
-import pebble
+from .base import ExecutionResult, Verifier
+from .pool import WORKER_MEMORY_BYTES, Chunk, WorkerPool
 
 #: Float values are rounded to this many decimals before results are compared, so that the same
 #: aggregate computed in a different order (e.g. ``avg``) agrees.
 FLOAT_DECIMALS = 6
-
-
-@dataclass(frozen=True)
-class ExecutionResult:
-    """The outcome of executing one SQL program.
-
-    Attributes:
-        status: ``"ok"``, ``"error"`` (SQLite rejected it), ``"timeout"`` (over the time
-            limit) or ``"crash"`` (the worker process died or hung).
-        key: the result's equality key (see :func:`result_keys`); ``None`` unless ``ok``.
-        num_rows: number of rows returned (capped at ``max_rows + 1``); 0 unless ``ok``.
-        error: SQLite's message (or the failure) when not ``ok``.
-    """
-
-    status: str
-    key: str | None = None
-    num_rows: int = 0
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 #: Longest string or blob a query may build (bytes): ``randomblob(1e9)`` fails instead of allocating.
@@ -209,31 +183,13 @@ def result_keys(rows: Sequence[Sequence[object]], ordered: bool) -> str:
 
 _CONNECTIONS: dict[str, sqlite3.Connection] = {}
 
-#: Memory a worker process may add to what it inherited (bytes): a query that needs more fails
-#: or kills only its worker.
-WORKER_MEMORY_BYTES = 2 * 1024**3
 #: SQLite's heap in a worker (bytes): past it, a query fails with "out of memory", the worker lives.
 WORKER_SQLITE_HEAP_BYTES = 512 * 1024**2
 
 
-def _address_space() -> int:
-    """This process's virtual memory size in bytes (``/proc/self/statm``), 0 if unknown."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _init_worker(memory_bytes: int, sqlite_heap_bytes: int) -> None:
-    """Worker start: let the address space grow by at most ``memory_bytes`` beyond what the fork
-    inherited (shared, copy-on-write pages of the parent, e.g. a loaded LLM, are not new memory)
-    and cap SQLite's heap."""
-    import resource
-
-    limit = _address_space() + memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    sqlite3.connect(":memory:").execute(f"PRAGMA hard_heap_limit = {int(sqlite_heap_bytes)}")
+def _limit_sqlite_heap(heap_bytes: int) -> None:
+    """Worker start: cap SQLite's heap."""
+    sqlite3.connect(":memory:").execute(f"PRAGMA hard_heap_limit = {int(heap_bytes)}")
 
 
 def _worker_connection(db_path: str) -> sqlite3.Connection:
@@ -273,11 +229,10 @@ def execute_one(
     return ExecutionResult("ok", key=result_keys(rows, len(rows) > 1 and is_ordered(query)), num_rows=len(rows))
 
 
-#: A pool task's work: ``(db_path, queries)`` groups, run in order.
-Chunk = list[tuple[str, list[str]]]
-
-
-def _execute_chunk(groups: Chunk, timeout_s: float, max_rows: int) -> list[ExecutionResult]:
+def _execute_chunk(groups: Chunk, options: tuple[float, int]) -> list[ExecutionResult]:
+    """The SQL chunk function: ``groups`` of ``(db_path, queries)``, ``options`` =
+    ``(timeout_s, max_rows)``."""
+    timeout_s, max_rows = options
     results = []
     for db_path, queries in groups:
         try:
@@ -292,27 +247,21 @@ def _execute_chunk(groups: Chunk, timeout_s: float, max_rows: int) -> list[Execu
 # --- pool side ---------------------------------------------------------------------------------
 
 
-class SQLiteExecutor:
-    """Runs batches of SQL programs on SQLite databases in a pool of worker processes.
-
-    Pool tasks carry many programs, of one database or several (connections are cached per
-    worker), which avoids SymGen's one-task-per-candidate overhead; results come back as small
-    keys. A task whose worker dies or overruns its backstop timeout is retried one query per
-    task, so only the offending query is marked ``crash``.
+class SQLiteExecutor(WorkerPool):
+    """Runs batches of SQL queries on SQLite databases in a pool of worker processes (see
+    :class:`~symgen_datasets.verifiers.pool.WorkerPool`): many queries per pool task, of one
+    database or several (connections are cached per worker), results reduced to small keys in
+    the workers, each worker's memory and SQLite heap capped.
 
     Args:
         max_workers: worker processes (default: the number of CPU cores).
         timeout_s: per-query time limit in seconds (default 5, as in SymGen).
         max_rows: rows fetched per query at most (default 10,000).
-        memory_bytes: memory each worker may add to its forked address space (default
-            :data:`WORKER_MEMORY_BYTES`).
+        memory_bytes: memory each worker may add to its forked address space.
 
-    Attributes:
-        chunk_queries: queries per pool task at most (tasks start at 1 query and double up to
-            it, so that small workloads still spread over the workers).
-        tasks_per_worker: pool tasks kept scheduled per worker while a stream is consumed.
-
-    Use as a context manager, or call :meth:`close`.
+    Jobs are ``(db_path, queries)`` pairs. The databases must not change while they are read
+    (connections are ``immutable``): give it snapshots (see
+    :class:`~symgen_datasets.tasks.databases.DatabaseDirectory`).
     """
 
     def __init__(
@@ -322,140 +271,90 @@ class SQLiteExecutor:
         max_rows: int = 10_000,
         memory_bytes: int = WORKER_MEMORY_BYTES,
     ):
-        self.max_workers = max_workers or os.cpu_count() or 1
-        self.timeout_s = timeout_s
+        super().__init__(_execute_chunk, (timeout_s, max_rows), max_workers, timeout_s, memory_bytes,
+                         setup=_limit_sqlite_heap, setup_args=(WORKER_SQLITE_HEAP_BYTES,))
         self.max_rows = max_rows
-        self.memory_bytes = memory_bytes
-        self.chunk_queries = 128
-        self.tasks_per_worker = 8
-        self._pool = self._new_pool()
 
-    def _new_pool(self) -> pebble.ProcessPool:
-        # "fork" (Linux's default): "spawn" and "forkserver" re-import the caller's __main__ in
-        # every worker, which breaks scripts without an `if __name__ == "__main__"` guard and
-        # code read from stdin. The memory cap is relative to the forked address space.
-        return pebble.ProcessPool(
-            max_workers=self.max_workers,
-            initializer=_init_worker,
-            initargs=(self.memory_bytes, WORKER_SQLITE_HEAP_BYTES),
-            context=multiprocessing.get_context("fork"),
-        )
+    def execute_stream(self, jobs: Iterable[tuple[str | Path, Sequence[str]]]) -> Iterator[list[ExecutionResult]]:
+        """:meth:`WorkerPool.execute_stream` with database paths as contexts."""
+        return super().execute_stream((str(db_path), queries) for db_path, queries in jobs)
 
-    def _backstop(self, num_queries: int) -> float:
-        return num_queries * self.timeout_s * 1.5 + 10.0
 
-    def _schedule(self, groups: Chunk):
-        size = sum(len(queries) for _, queries in groups)
-        arguments = dict(args=(groups, self.timeout_s, self.max_rows), timeout=self._backstop(size))
-        try:
-            return self._pool.schedule(_execute_chunk, **arguments)
-        except RuntimeError:
-            # pebble's pool is broken for good when a worker dies outside a task (e.g. killed
-            # while idle by the OOM killer): replace the pool and go on.
-            self._pool.stop()
-            self._pool = self._new_pool()
-            return self._pool.schedule(_execute_chunk, **arguments)
+_SPACE = re.compile(r"\s+")
+_LITERAL = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
 
-    def execute_stream(
-        self, jobs: Iterable[tuple[str | Path, Sequence[str]]]
-    ) -> Iterator[list[ExecutionResult]]:
-        """Execute batches of queries as a stream: jobs are read lazily and results come back in
-        job order, while the workers run ahead (the caller can prepare the next jobs, or vote on
-        the last results, as the queries execute).
 
-        Queries of consecutive jobs are packed into pool tasks of up to :attr:`chunk_queries`
-        queries (databases may mix), and at most :attr:`tasks_per_worker` tasks per worker are
-        scheduled at a time, so memory holds a window of jobs, whatever their number.
+def normalize_sql(query: str) -> str:
+    """Normalise a SQL program for deduplication.
 
-        Args:
-            jobs: ``(db_path, queries)`` pairs; each batch runs on one database.
+    Strips surrounding white space and trailing semicolons and folds runs of white space outside
+    string literals into one space; literals are kept as written, so two programs with the same
+    normal form always execute identically.
+    """
+    text = " ".join(query.split())  # right unless a literal holds white space that this changed
+    if ("'" in query or '"' in query) and text != query.strip() and any(
+        " ".join(literal.split()) != literal for literal in _LITERAL.findall(query)
+    ):
+        parts = _LITERAL.split(query.strip())
+        folded = [part if index % 2 else _SPACE.sub(" ", part) for index, part in enumerate(parts)]
+        text = "".join(folded).strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return text
 
-        Yields:
-            One list of :class:`ExecutionResult` per job, aligned with its queries.
-        """
-        waiting: deque[list] = deque()  # per job, oldest first: [results, queries still running]
-        in_flight: deque[tuple] = deque()  # per task, oldest first: (future, groups, places)
-        limit = self.tasks_per_worker * self.max_workers
-        size, groups, places = 1, [], []
 
-        def finish_oldest_task() -> None:
-            future, task_groups, task_places = in_flight.popleft()
-            try:
-                outcomes = future.result()
-            except Exception:  # noqa: BLE001 - a dead, hung or failing worker: find the culprit
-                outcomes = self._isolate(task_groups)
-            for (entry, position), outcome in zip(task_places, outcomes):
-                entry[0][position] = outcome
-                entry[1] -= 1
+class SQLiteVerifier(Verifier):
+    """The text-to-SQL verifier: every distinct candidate executed once on the question's
+    database (a snapshot), read-only and time-limited, in worker processes; candidates agree when
+    their execution results are equal (:func:`result_keys`).
 
-        def finished_jobs() -> Iterator[list[ExecutionResult]]:
-            while waiting and waiting[0][1] == 0:
-                yield waiting.popleft()[0]
+    Args:
+        databases: gives each ``db_id`` its database file, ``databases.path(db_id)`` (a
+            :class:`~symgen_datasets.tasks.databases.DatabaseDirectory`).
+        timeout_s: per-query time limit in seconds.
+        max_workers: worker processes (default: CPU cores).
+        executor: an :class:`SQLiteExecutor` to use (not closed by :meth:`close`); default: one
+            of its own, started on first use.
+    """
 
-        def submit_task() -> None:
-            nonlocal size, groups, places
-            in_flight.append((self._schedule(groups), groups, places))
-            size, groups, places = min(2 * size, self.chunk_queries), [], []
+    name = "sqlite"
+    outcome_word = "executable"
 
-        for db_path, queries in jobs:
-            db_path, queries = str(db_path), list(queries)
-            entry = [[None] * len(queries), len(queries)]
-            waiting.append(entry)
-            for position, query in enumerate(queries):
-                if not groups or groups[-1][0] != db_path:
-                    groups.append((db_path, []))
-                groups[-1][1].append(query)
-                places.append((entry, position))
-                if len(places) >= size:
-                    submit_task()
-            while len(in_flight) >= limit:
-                finish_oldest_task()
-            yield from finished_jobs()
-        if places:
-            submit_task()
-        while in_flight:
-            finish_oldest_task()
-            yield from finished_jobs()
+    def __init__(self, databases: Any, timeout_s: float = 5.0, max_workers: int | None = None,
+                 executor: SQLiteExecutor | None = None):
+        self.databases = databases
+        self.timeout_s = timeout_s
+        self.max_workers = max_workers
+        self._executor = executor
+        self._owns_executor = executor is None
+        self._paths: dict[str, str] = {}
 
-    def execute_many(
-        self, jobs: Iterable[tuple[str | Path, Sequence[str]]]
-    ) -> list[list[ExecutionResult]]:
-        """Execute several batches concurrently; :meth:`execute_stream` gathered in a list.
+    @property
+    def executor(self) -> SQLiteExecutor:
+        if self._executor is None:
+            self._executor = SQLiteExecutor(max_workers=self.max_workers, timeout_s=self.timeout_s)
+        return self._executor
 
-        Args:
-            jobs: ``(db_path, queries)`` pairs; each batch runs on one database.
+    def normalize(self, program: str) -> str:
+        return normalize_sql(program)
 
-        Returns:
-            One list of :class:`ExecutionResult` per job, aligned with its queries.
-        """
-        return list(self.execute_stream(jobs))
+    def context(self, row: dict) -> str:
+        db_id = row["db_id"]
+        path = self._paths.get(db_id)
+        if path is None:
+            path = self._paths[db_id] = str(self.databases.path(db_id))
+        return path
 
-    def _isolate(self, groups: Chunk) -> list[ExecutionResult]:
-        """Re-run a failed task one query per task so that only the culprit fails."""
-        futures = [self._schedule([(db_path, [query])]) for db_path, queries in groups for query in queries]
-        outcomes = []
-        for future in futures:
-            try:
-                outcomes.append(future.result()[0])
-            except FutureTimeout:
-                outcomes.append(ExecutionResult("crash", error="worker hung past the time limit and was killed"))
-            except pebble.ProcessExpired as error:
-                outcomes.append(ExecutionResult("crash", error=f"worker died ({error})"))
-            except Exception as error:  # noqa: BLE001
-                outcomes.append(ExecutionResult("crash", error=f"{type(error).__name__}: {error}"))
-        return outcomes
+    def execute_stream(self, jobs: Iterable[tuple[Any, Sequence[str]]]) -> Iterator[list[ExecutionResult]]:
+        return self.executor.execute_stream(jobs)
 
-    def execute(self, db_path: str | Path, queries: Sequence[str]) -> list[ExecutionResult]:
-        """Execute one batch of queries on one database; see :meth:`execute_many`."""
-        return self.execute_many([(db_path, queries)])[0]
+    def describe(self) -> str:
+        return (f"every candidate executed on the question's SQLite database (read-only, {self.timeout_s:g} s per "
+                "query, in worker processes); candidates agree when their results hold the same multiset of rows "
+                "(row order too when the query has a top-level ORDER BY and returns more than one row; floats "
+                "rounded to 6 decimals)")
 
     def close(self) -> None:
-        """Stop the worker processes."""
-        self._pool.stop()
-        self._pool.join()
-
-    def __enter__(self) -> "SQLiteExecutor":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+        if self._executor is not None and self._owns_executor:
+            self._executor.close()
+            self._executor = None

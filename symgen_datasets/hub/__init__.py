@@ -1,7 +1,5 @@
-"""Hub-style dataset folders, dataset cards, versioned pushes and re-verification."""
+"""Versioned datasets on the Hub: push (one commit + a tag), versions, and re-verification."""
 
-from .card import read_card, read_folder_card, render_card
-from .folder import write_dataset_folder
 from .push import HubError, PushResult, VersionInfo, list_versions, next_version, push
 from .verify import VerifyReport, reverify
 
@@ -13,9 +11,5 @@ __all__ = [
     "list_versions",
     "next_version",
     "push",
-    "read_card",
-    "read_folder_card",
-    "render_card",
     "reverify",
-    "write_dataset_folder",
 ]

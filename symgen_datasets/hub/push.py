@@ -19,9 +19,8 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from ..errors import InputError, SymgenError
+from ..publish import config_dir, read_card, read_folder_card, render_card
 from ..redaction import redact_spec
-from .card import read_card, read_folder_card, render_card
-from .folder import config_dir
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _TAG = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
@@ -108,6 +107,17 @@ def describe_changes(parent: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     return changes
 
 
+def _dataset_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """The card's ``dataset`` entry for an older card without one, from the task registry."""
+    from ..pipeline.columns import Columns
+    from ..publish import dataset_block
+    from ..tasks import get_task
+
+    task = get_task(str(meta.get("task")))
+    word = "executable" if "candidates_executable" in (meta.get("counts") or {}) else "valid"
+    return dataset_block(task, Columns(task, word))
+
+
 @dataclass
 class PushResult:
     """What :func:`push` published: the repository, the tag, the commit and its URL."""
@@ -167,6 +177,8 @@ def push(
         older = [v for v in versions if v < numbers]
         parent_tag = versions[max(older)][0] if older else None
         meta = dict(meta, version=version, parent_version=parent_tag, changes=[])
+        if "dataset" not in meta:  # a folder written before cards carried the task's own description
+            meta["dataset"] = _dataset_of(meta)
         if parent_tag:
             parent_meta, _ = card_at(api, repo_id, parent_tag)
             meta["changes"] = describe_changes(parent_meta, meta)

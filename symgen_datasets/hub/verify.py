@@ -12,6 +12,7 @@ dataset.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,14 +25,9 @@ from huggingface_hub.utils import validate_repo_id
 
 from ..errors import InputError
 from ..pipeline.stages import StageContext, verify_stream
-from ..tasks import get_task
-from ..verifiers import SQLiteExecutor
-from .card import read_folder_card
+from ..publish import read_folder_card
+from ..tasks import Task, get_task
 from .push import card_at, hub_errors
-
-#: The columns re-verification reads from each config.
-_ROW_COLUMNS = ["question", "db_id", "query", "votes"]
-_CANDIDATE_COLUMNS = ["question", "db_id", "candidates", "candidate_logprobs", "candidate_status", "candidate_result"]
 
 
 @dataclass
@@ -141,47 +137,75 @@ def _rows(files: list[Path], columns: list[str]) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
-def reverify(source: str, db_dir: str | None = None, max_workers: int | None = None) -> VerifyReport:
+def task_of(meta: dict, where: str) -> Task:
+    """The task a card names (it must be installed).
+
+    Raises:
+        InputError: the card names no task, or one that is not installed.
+    """
+    if not isinstance(meta.get("task"), str):
+        raise InputError(f"{where}: the symgen block names no task")
+    return get_task(meta["task"])
+
+
+def _label(task: Task, key: tuple) -> str:
+    """A question for messages: ``[context] question``."""
+    *context, question = key
+    return f"[{', '.join(map(str, context))}] {question}" if context else question
+
+
+def reverify(source: str, task_options: dict | None = None) -> VerifyReport:
     """Recompute the candidates' outcomes and the kept set of ``source`` and compare.
 
     Args:
         source: a dataset folder, or ``REPO_ID`` / ``REPO_ID@REVISION`` on the Hub.
-        db_dir: the databases (``<db_id>/<db_id>.sqlite``); default: the task's packaged ones.
-        max_workers: executor worker processes (default: CPU cores).
+        task_options: the task's own options (e.g. ``{"db_dir": ...}`` for text-to-SQL: the
+            databases; default: the task's packaged knowledge).
 
     Returns:
         A :class:`VerifyReport`.
 
     Raises:
-        InputError: not a symgen dataset, a file the card names is missing or damaged, or a
-            database is missing.
+        InputError: not a symgen dataset, a file the card names is missing or damaged, the
+            card's task is not installed, or the knowledge cannot serve a question (e.g. a
+            missing database).
         HubError: the Hub cannot be read.
     """
     meta, configs, fetch, shown = _source(source)
     where = f"{shown} (README.md)"
-    task = get_task(str(meta.get("task")))
+    task = task_of(meta, where)
     settings = meta.get("settings") or {}
     if not isinstance(settings.get("min_votes"), int) or not isinstance(settings.get("timeout_s"), (int, float)):
         raise InputError(f"{where}: the symgen block has no settings.min_votes and settings.timeout_s")
     row_files = [fetch(path) for path in _files_of(configs, "default", where)]
     candidate_files = [fetch(path) for path in _files_of(configs, "candidates", where)]
-    published = {(r["db_id"], r["question"]): (r["query"], r["votes"]) for r in _rows(row_files, _ROW_COLUMNS)}
+    key_fields = [*task.context_fields, task.question_field]
+    # a question may appear more than once (dev sets repeat some): rows per question, in order
+    published: dict[tuple, list[tuple[str, int]]] = {}
+    for r in _rows(row_files, [*key_fields, task.answer_field, "votes"]):
+        published.setdefault(tuple(r[name] for name in key_fields), []).append((r[task.answer_field], r["votes"]))
 
-    databases = task.databases(db_dir)
-    for batch in _batches(candidate_files, ["db_id"]):
-        for db_id in set(batch.column("db_id").to_pylist()):
-            databases.check(db_id, f"{shown} (candidates config)")
-    recomputed: dict[tuple[str, str], tuple[str, int]] = {}
+    knowledge = task.load_knowledge(task.options_with_defaults(task_options))
+    contexts = {}
+    for row in _rows(candidate_files, list(task.context_fields) or [task.question_field]):
+        context = {name: row[name] for name in task.context_fields}
+        if tuple(context.values()) not in contexts:
+            knowledge.check_record(context, f"{shown} (candidates config)")
+            contexts[tuple(context.values())] = context
+    knowledge.prepare(contexts.values())
+    recomputed: dict[tuple, list[tuple[str, int]]] = {}
     differences: list[str] = []
     checked = 0
+    columns = [*task.question_fields, *task.auxiliary_fields, "candidates", "candidate_logprobs", "candidate_status",
+               "candidate_result"]
 
     def questions() -> Iterator[dict]:  # the stored outcomes under other names: verify_stream adds its own
-        for row in _rows(candidate_files, _CANDIDATE_COLUMNS):
+        for row in _rows(candidate_files, columns):
             row["stored"] = list(zip(row.pop("candidate_status"), row.pop("candidate_result")))
             yield row
 
-    with SQLiteExecutor(max_workers=max_workers, timeout_s=settings["timeout_s"]) as executor:
-        context = StageContext(task=task, databases=databases, executor=executor)
+    with task.make_verifier(knowledge, settings["timeout_s"]) as verifier, _cleaned(knowledge):
+        context = StageContext(task=task, knowledge=knowledge, verifier=verifier)
         for row in verify_stream(context, questions()):
             checked += len(row["candidates"])
             outcomes = list(zip(row["candidate_status"], row["candidate_result"]))
@@ -189,25 +213,36 @@ def reverify(source: str, db_dir: str | None = None, max_workers: int | None = N
             if changed or len(row["stored"]) != len(outcomes):
                 i = changed[0] if changed else min(len(row["stored"]), len(outcomes))
                 before = row["stored"][i] if i < len(row["stored"]) else ("(none)", None)
+                recomputed_outcome = outcomes[i] if i < len(outcomes) else ("(none)", None)
                 differences.append(
-                    f"[{row['db_id']}] {row['question']}: {len(changed) or 'some'} of {len(outcomes)} candidate outcomes differ; "
-                    f"candidate {i}: published {_outcome(before)}, recomputed {_outcome(outcomes[i] if i < len(outcomes) else ('(none)', None))}"
+                    f"{_label(task, tuple(row[name] for name in key_fields))}: {len(changed) or 'some'} of {len(outcomes)} "
+                    f"candidate outcomes differ; candidate {i}: published {_outcome(before)}, recomputed {_outcome(recomputed_outcome)}"
                 )
             if row["votes"] >= settings["min_votes"]:
-                recomputed[(row["db_id"], row["question"])] = (row["query"], row["votes"])
+                recomputed.setdefault(tuple(row[name] for name in key_fields), []).append((row[task.answer_field], row["votes"]))
 
     for key in sorted(set(published) | set(recomputed)):
-        db_id, question = key
-        if key not in recomputed:
-            differences.append(f"published but not kept by re-verification: [{db_id}] {question}")
-        elif key not in published:
-            differences.append(f"kept by re-verification but not published: [{db_id}] {question}")
-        elif published[key] != recomputed[key]:
-            (query_a, votes_a), (query_b, votes_b) = published[key], recomputed[key]
-            differences.append(
-                f"[{db_id}] {question}: published {query_a!r} ({votes_a} votes), recomputed {query_b!r} ({votes_b} votes)"
-            )
-    return VerifyReport(shown, len(published), len(recomputed), differences, checked)
+        ours, theirs = published.get(key, []), recomputed.get(key, [])
+        for (answer_a, votes_a), (answer_b, votes_b) in zip(ours, theirs):
+            if (answer_a, votes_a) != (answer_b, votes_b):
+                differences.append(
+                    f"{_label(task, key)}: published {answer_a!r} ({votes_a} votes), recomputed {answer_b!r} ({votes_b} votes)"
+                )
+        for _ in ours[len(theirs):]:
+            differences.append(f"published but not kept by re-verification: {_label(task, key)}")
+        for _ in theirs[len(ours):]:
+            differences.append(f"kept by re-verification but not published: {_label(task, key)}")
+    count = lambda rows: sum(len(items) for items in rows.values())  # noqa: E731
+    return VerifyReport(shown, count(published), count(recomputed), differences, checked)
+
+
+@contextmanager
+def _cleaned(knowledge) -> Iterator[None]:
+    """Run the block, then release what the knowledge prepared (database snapshots)."""
+    try:
+        yield
+    finally:
+        knowledge.cleanup()
 
 
 def _outcome(outcome: tuple[str, str | None]) -> str:

@@ -1,4 +1,13 @@
-"""``symgen generate``: demonstrations in, a verified dataset folder out."""
+"""A generation run over objects the caller may pass in: demonstrations in, verified rows out.
+
+:func:`run` checks the inputs, takes the work folder's lock and the task knowledge's snapshot,
+then runs the stages (question generation unless questions are given, answer generation,
+verification, selection), streaming each to an Arrow file in the work folder. It uses the task,
+generator (with its event loop), verifier and process group (``node``) it is given and creates
+the others; it closes only what it created, so a caller may run several rounds (S3) with one
+generator and one ``accelerate launch`` process group. :func:`generate` is :func:`run` followed
+by writing the dataset folder (:mod:`symgen_datasets.publish`).
+"""
 
 from __future__ import annotations
 
@@ -6,144 +15,26 @@ import hashlib
 import json
 import math
 import random
-import shutil
 from collections import Counter
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import datasets
-from tqdm.auto import tqdm
-
-from .. import prompts
+from .. import __version__
 from ..arrow_files import ArrowTable, stream_batches, write_arrow
 from ..errors import GenerationError, InputError
-from ..generators import REQUEST_TIMEOUT_S, EventLoopThread, Generator, RetryPolicy, from_spec
+from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
 from ..generators.cache import CachedGenerator, ResponseCache
-from ..hub.card import render_card
-from ..hub.folder import check_output, write_dataset_folder
 from ..io import MAX_INPUT_CHARS, validate_record
-from ..tasks import DatabaseDirectory, TextToSQLTask, get_task
-from ..verifiers import SQLiteExecutor
-from .distributed import current_node
+from ..publish import check_output, dataset_block, quiet_datasets, write_dataset_folder
+from ..tasks import Task, TaskKnowledge, get_task
+from ..verifiers import Verifier
+from .columns import Columns
+from .distributed import Node, current_node
 from .lock import RunLock
+from .settings import GenerateSettings
 from .stages import StageContext, answer_stream, generate_questions, select, verify_stream
-
-#: Columns of a kept row, in order (Spider's names first, then provenance).
-ROW_COLUMNS = [
-    "question", "query", "db_id", "votes", "num_candidates", "num_executable",
-    "num_distinct_results", "logprob", "generator", "question_source",
-]
-ROW_FEATURES = datasets.Features(
-    {
-        "question": datasets.Value("string"),
-        "query": datasets.Value("string"),
-        "db_id": datasets.Value("string"),
-        "votes": datasets.Value("int32"),
-        "num_candidates": datasets.Value("int32"),
-        "num_executable": datasets.Value("int32"),
-        "num_distinct_results": datasets.Value("int32"),
-        "logprob": datasets.Value("float64"),
-        "generator": datasets.Value("string"),
-        "question_source": datasets.Value("string"),
-    }
-)
-CANDIDATE_COLUMNS = [
-    "question", "db_id", "question_source", "candidates", "candidate_logprobs",
-    "candidate_status", "candidate_result", "query", "votes",
-]
-
-
-@dataclass
-class GenerateSettings:
-    """The settings of one ``symgen generate`` run (the CLI options, same names).
-
-    Attributes:
-        task: registered task name (``spider``, ``geoquery_sql``).
-        demos: JSONL demonstrations; ``None`` for the task's packaged 10-shot demos.
-        db_dir: folder of ``<db_id>/<db_id>.sqlite``; ``None`` for the packaged databases.
-        questions: JSONL/JSON questions to answer (skips question generation).
-        num_questions: questions to generate (default: the task's default); ignored with
-            ``questions``.
-        num_samples: candidates per question (K, default 20 as in SymGen).
-        min_votes: votes needed to keep a question (V, default 5).
-        temperature: sampling temperature for questions and candidates.
-        seed: the run seed; every request's seed derives from it.
-        concurrency: LLM requests in flight at most.
-        generator: backend spec (see :func:`symgen_datasets.generators.from_spec`).
-        timeout_s: per-query execution time limit in seconds.
-        output: the dataset folder to write (default ``./<task>-synth``).
-        overwrite: replace an existing non-empty output folder.
-        max_retries: attempts per LLM request on 429/5xx/connection errors and timeouts.
-        request_timeout_s: time limit of one attempt of an LLM request in seconds.
-        work_dir: the run's work folder (response cache); default ``.<output>.work``.
-        max_requests: stop cleanly after this many LLM requests (resumable; needs ``cache``).
-        cache: store every response so that a re-run resumes (default on).
-        max_input_chars: the longest question or program accepted in the input files.
-    """
-
-    task: str
-    demos: str | None = None
-    db_dir: str | None = None
-    questions: str | None = None
-    num_questions: int | None = None
-    num_samples: int = 20
-    min_votes: int = 5
-    temperature: float = 0.8
-    seed: int = 0
-    concurrency: int = 16
-    generator: str = "embedded"
-    timeout_s: float = 5.0
-    output: str | None = None
-    overwrite: bool = False
-    max_retries: int = 6
-    request_timeout_s: float = REQUEST_TIMEOUT_S
-    work_dir: str | None = None
-    max_requests: int | None = None
-    cache: bool = True
-    max_input_chars: int = MAX_INPUT_CHARS
-
-    def output_folder(self) -> Path:
-        """The dataset folder: ``output``, else ``./<task>-synth``."""
-        return Path(self.output or f"./{self.task}-synth")
-
-    def work_folder(self) -> Path:
-        """Where the response cache lives: ``work_dir``, else ``.<output name>.work`` beside the
-        output folder (so the same command finds it again)."""
-        if self.work_dir:
-            return Path(self.work_dir)
-        output = self.output_folder()
-        return output.parent / f".{output.name}.work"
-
-    def check(self) -> None:
-        """Raise :class:`InputError` naming the option when a value is out of range."""
-        if self.num_samples < 1:
-            raise InputError(f"--num-samples {self.num_samples}: must be at least 1")
-        if not 1 <= self.min_votes <= self.num_samples:
-            raise InputError(f"--min-votes {self.min_votes}: must be between 1 and --num-samples ({self.num_samples})")
-        if self.num_questions is not None and self.num_questions < 1:
-            raise InputError(f"--num-questions {self.num_questions}: must be at least 1")
-        if self.temperature < 0:
-            raise InputError(f"--temperature {self.temperature}: must be >= 0")
-        if self.concurrency < 1:
-            raise InputError(f"--concurrency {self.concurrency}: must be at least 1")
-        if self.timeout_s <= 0:
-            raise InputError(f"--timeout {self.timeout_s}: must be > 0")
-        if self.max_retries < 1:
-            raise InputError(f"--max-retries {self.max_retries}: must be at least 1 (the number of attempts per request)")
-        if self.request_timeout_s <= 0:
-            raise InputError(f"--request-timeout {self.request_timeout_s}: must be > 0")
-        if self.max_input_chars < 1:
-            raise InputError(f"--max-input-chars {self.max_input_chars}: must be at least 1")
-        if self.max_requests is not None:
-            if self.max_requests < 1:
-                raise InputError(f"--max-requests {self.max_requests}: must be at least 1")
-            if not self.cache:
-                raise InputError(
-                    "--max-requests needs the response cache: a run stopped at the budget resumes from it; "
-                    "drop --no-cache (or --max-requests)"
-                )
 
 
 @dataclass
@@ -151,12 +42,13 @@ class GenerateResult:
     """What a run produced.
 
     Attributes:
-        rows: the kept rows (:data:`ROW_FEATURES`) in the work folder's ``arrow/rows.arrow``:
-            iterate, ``len()``, or ``.to_dataset()`` for a :class:`datasets.Dataset`.
-        candidates: every question with all its candidates and their execution outcomes
-            (:data:`CANDIDATE_FEATURES`), likewise.
+        rows: the kept rows in the work folder's ``arrow/rows.arrow``: iterate, ``len()``, or
+            ``.to_dataset()`` for a :class:`datasets.Dataset`.
+        candidates: every question with all its candidates and their outcomes, likewise.
         counts: questions and candidates per stage.
         vote_histogram: ``(votes, questions)`` pairs, by votes.
+        columns: the run's column names and features.
+        metadata: the dataset card's ``symgen`` block.
         output: the folder written, if any.
     """
 
@@ -165,6 +57,7 @@ class GenerateResult:
     counts: dict[str, int]
     vote_histogram: list[tuple[int, int]]
     settings: GenerateSettings
+    columns: Columns
     generator_spec: str
     generator_model: str
     generator_provenance: str
@@ -183,101 +76,111 @@ def _sha256_lines(rows: list[dict]) -> str:
 
 @dataclass
 class RunInputs:
-    """A run's checked inputs: the task, its databases and demonstrations, and either the
+    """A run's checked inputs: the task, its knowledge and demonstrations, and either the
     questions file given with ``--questions`` (checked, read again by :meth:`provided`) or the
     number of questions to generate.
 
     Attributes:
-        db_ids: the databases the run uses (those the questions name, or all of them).
-        longest_question: for ``--questions``, the longest question on each database (for the
-            check that every prompt fits the model).
+        contexts: the question contexts the run uses (each distinct context of the given
+            questions, or every context question generation goes round).
+        longest_question: for ``--questions``, the longest question of each context (for the
+            check that every prompt fits the model), keyed by :func:`context_key`.
     """
 
-    task: TextToSQLTask
-    databases: DatabaseDirectory
+    task: Task
+    knowledge: TaskKnowledge
     demonstrations: list[dict]
     questions_file: str | None
     num_provided: int
     num_questions: int | None
     max_input_chars: int = MAX_INPUT_CHARS
-    db_ids: list[str] = field(default_factory=list)
-    longest_question: dict[str, str] = field(default_factory=dict)
+    contexts: list[dict] = field(default_factory=list)
+    longest_question: dict[tuple, str] = field(default_factory=dict)
 
     def provided(self) -> Iterator[dict]:
-        """The ``--questions`` rows (``question``, ``db_id``), read one at a time."""
-        return self.task.iter_questions(self.questions_file, self.databases, self.max_input_chars)
+        """The ``--questions`` rows (the task's question fields), read one at a time."""
+        return self.task.iter_questions(self.questions_file, self.knowledge, self.max_input_chars)
 
 
-def load_inputs(settings: GenerateSettings, snapshot_dir: Path | None = None) -> RunInputs:
+def context_key(task: Task, row: dict) -> tuple:
+    """A question's context (its context fields' values) as a hashable key."""
+    return tuple(row[name] for name in task.context_fields)
+
+
+def load_inputs(settings: GenerateSettings, task: Task | None = None, snapshot_dir: Path | None = None) -> RunInputs:
     """Check the settings and read every input, before anything is sent to an LLM.
 
     Args:
         settings: the run's settings.
-        snapshot_dir: where the databases' snapshots go (see
-            :class:`~symgen_datasets.tasks.DatabaseDirectory`); a temporary folder when ``None``.
+        task: the task (default: ``settings.task`` from the registry).
+        snapshot_dir: a folder the task's knowledge may write to (database snapshots); a
+            temporary folder when ``None``.
 
     Raises:
-        InputError: an option out of range, or a bad file (named with its line), an overlong
-            field, an unknown ``db_id`` or a missing, unreadable or empty database.
+        InputError: an option out of range, a bad file (named with its line), an overlong
+            field, or a context the task's knowledge cannot serve (e.g. a missing database).
         BusyError: a database stayed locked by a writer.
     """
     settings.check()
-    task = get_task(settings.task)
-    databases = task.databases(settings.db_dir, snapshot_dir)
+    task = task or get_task(settings.task)
+    knowledge = task.load_knowledge(task.options_with_defaults(settings.task_options), snapshot_dir)
     demonstrations = task.load_demonstrations(settings.demos, settings.max_input_chars)
     num_provided = 0
-    longest: dict[str, str] = {}
+    longest: dict[tuple, str] = {}
+    contexts: dict[tuple, dict] = {}
     if settings.questions:
-        for question in task.iter_questions(settings.questions, databases, settings.max_input_chars):  # checks every row
+        for question in task.iter_questions(settings.questions, knowledge, settings.max_input_chars):  # checks every row
             num_provided += 1
-            if question["db_id"] not in longest or len(question["question"]) > len(longest[question["db_id"]]):
-                longest[question["db_id"]] = question["question"]
+            key = context_key(task, question)
+            text = question[task.question_field]
+            if key not in contexts:
+                contexts[key] = {name: question[name] for name in task.context_fields}
+            if key not in longest or len(text) > len(longest[key]):
+                longest[key] = text
         if not num_provided:
-            raise InputError(f"{settings.questions}: no questions; expected JSON lines with question and db_id")
-        db_ids = sorted(longest)
+            raise InputError(f"{settings.questions}: no questions; expected JSON lines with {', '.join(task.question_fields)}")
     else:
-        db_ids = list(databases.db_ids)
-        for db_id in db_ids:  # every database is used: a broken file fails before the LLM runs
-            databases.check(db_id)
+        for context in task.question_contexts(knowledge):  # every context is used: a bad one fails before the LLM runs
+            knowledge.check_record(context, f"task {task.name}")
+            contexts[context_key(task, context)] = context
     num_questions = None if settings.questions else (settings.num_questions or task.default_num_questions)
-    return RunInputs(task, databases, demonstrations, settings.questions, num_provided, num_questions,
-                     settings.max_input_chars, db_ids, longest)
+    return RunInputs(task, knowledge, demonstrations, settings.questions, num_provided, num_questions,
+                     settings.max_input_chars, list(contexts.values()), longest)
 
 
 def check_prompts_fit(inputs: RunInputs, generator: Generator) -> None:
     """Before any generation request: make sure that every prompt of the run can fit the model's
-    context (when the backend says how long it is), by building, for each database the run uses,
+    context (when the backend says how long it is), by building, for each context the run uses,
     its question-generation prompt and its answer-generation prompt for the longest question
     (the longest demonstration question when questions are generated).
 
     Raises:
-        InputError: a prompt cannot fit even with one demonstration and no example rows (the
-            message names the database and the question).
+        InputError: a prompt cannot fit even with one demonstration (the message names it).
     """
-    task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
+    task, knowledge, demonstrations = inputs.task, inputs.knowledge, inputs.demonstrations
     question_limit = generator.max_prompt_tokens(task.sampling.question_max_new_tokens)
     answer_limit = generator.max_prompt_tokens(task.sampling.answer_max_new_tokens)
     if question_limit is None and answer_limit is None:
         return
-    longest_demo = max((d["question"] for d in demonstrations), key=len)
-    for db_id in inputs.db_ids:
-        database = databases.get(db_id)
+    longest_demo = max((d[task.question_field] for d in demonstrations), key=len)
+    for context in inputs.contexts:
         if not inputs.questions_file:
-            task.question_prompt(database, demonstrations, random.Random(0), generator.count_tokens, question_limit)
-        question = inputs.longest_question.get(db_id, longest_demo)
-        task.answer_prompt(database, question, demonstrations, generator.count_tokens, answer_limit)
+            task.question_prompt(context, knowledge, demonstrations, random.Random(0), generator.count_tokens, question_limit)
+        question = inputs.longest_question.get(context_key(task, context), longest_demo)
+        task.answer_prompt({task.question_field: question, **context}, knowledge, demonstrations, generator.count_tokens,
+                           answer_limit)
 
 
-def run_metadata(result: "GenerateResult", inputs: RunInputs) -> dict:
+def run_metadata(result: GenerateResult, inputs: RunInputs, verifier: Verifier) -> dict:
     """The ``symgen`` block of the dataset card: everything needed to understand and re-check the
-    run (see :mod:`symgen_datasets.hub.card`)."""
-    from .. import __version__
-
-    task, demonstrations = inputs.task, inputs.demonstrations
-    settings = result.settings
+    run, and to render its card (see :mod:`symgen_datasets.publish.card`)."""
+    task, demonstrations, settings = inputs.task, inputs.demonstrations, result.settings
+    options = {name: (Path(value).name if isinstance(value, (str, Path)) and ("/" in str(value)) else value)
+               for name, value in task.options_with_defaults(settings.task_options).items()}
     return {
         "tool_version": __version__,
         "task": task.name,
+        "task_options": options,
         "generator": {"spec": result.generator_spec, "model": result.generator_model, "revision": result.generator_revision},
         "settings": {
             "num_questions": inputs.num_questions,
@@ -288,112 +191,158 @@ def run_metadata(result: "GenerateResult", inputs: RunInputs) -> dict:
             "seed": settings.seed,
             "timeout_s": settings.timeout_s,
         },
+        "verifier": {"name": verifier.name, "description": verifier.describe(), **verifier.provenance()},
         "demonstrations": {"count": len(demonstrations), "sha256": _sha256_lines(demonstrations)},
-        "prompt_templates": {name: prompts.template_hash(name) for name in (task.question_template, task.answer_template)},
+        "prompt_templates": task.template_hashes(),
         "counts": dict(result.counts),
         "vote_histogram": {int(votes): int(n) for votes, n in result.vote_histogram},
+        "dataset": dataset_block(task, result.columns),
         "version": None,
         "parent_version": None,
         "changes": [],
     }
 
 
-@contextmanager
-def _quiet_datasets():
-    """Hide ``datasets``' own progress bars for quick internal steps (casts, parquet writes)."""
-    enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
+def generate(settings: GenerateSettings, write: bool = True, **objects) -> GenerateResult | None:
+    """:func:`run`, then (``write``) the dataset folder ``settings.output_folder()``: parquet for
+    the kept rows and the candidates, and the dataset card (all or nothing).
+
+    Args:
+        settings: the run's settings.
+        write: write the folder (``False`` for builders, which keep the Arrow files).
+        objects: ``task``, ``generator``, ``loop``, ``verifier``, ``node``: see :func:`run`.
+
+    Returns:
+        A :class:`GenerateResult` (``None`` in the processes other than the main one).
+
+    Raises:
+        InputError, GenerationError, BusyError, BudgetExhausted: as :func:`run`; and
+        InputError for an ``--output`` that exists (without ``overwrite``) or cannot be written,
+        checked before anything is sent.
+    """
+    output = settings.output_folder()
+    node = objects.get("node")
+    if write and (node is None or node.is_main):
+        check_output(output, settings.overwrite)
+    result = run(settings, **objects)
+    if result is None or not write:
+        return result
+
+    def card(configs: list[dict]) -> str:
+        from ..publish import render_card
+
+        result.card = render_card(result.metadata, configs, repo_id=str(output))
+        return result.card
+
+    with quiet_datasets():
+        result.output = write_dataset_folder(
+            output, {"default": result.rows, "candidates": result.candidates}, card, settings.overwrite
+        )
+    return result
 
 
-def generate(settings: GenerateSettings, write: bool = True) -> GenerateResult | None:
+def run(
+    settings: GenerateSettings,
+    *,
+    task: Task | None = None,
+    generator: Generator | None = None,
+    loop: EventLoopThread | None = None,
+    verifier: Verifier | None = None,
+    node: Node | None = None,
+) -> GenerateResult | None:
     """Run the SymGen pipeline: question generation (unless ``settings.questions``), answer
-    generation, verification, selection; then write the dataset folder.
+    generation, verification, selection, each streamed to an Arrow file in
+    ``<work folder>/arrow`` (no stage holds the candidates in memory).
 
-    Inputs are all checked before the first LLM request; the output folder is written only when
-    the run succeeds (all or nothing). Intermediate Arrow files (questions, answers, verified
-    questions) go to ``<work folder>/arrow``, so no stage holds the candidates in memory.
+    Inputs are all checked before the first LLM request; so is every prompt's length when the
+    backend reports its context. The main process holds the work folder's lock (one run per
+    folder) and snapshots the task's knowledge (e.g. databases) before the first request.
 
     Launched as several processes (``accelerate launch`` or ``torchrun``; see
     :mod:`symgen_datasets.pipeline.distributed`), each process answers and verifies its shard of
-    the questions and the main process merges them and writes the same dataset as one process.
+    the questions and the main process merges them; the result equals one process's.
+
+    Args:
+        settings: the run's settings.
+        task: the task (default: ``settings.task`` from the registry).
+        generator: the LLM backend (default: built from ``settings.generator``); a given one is
+            wrapped in the response cache but never closed. Pass its ``loop`` with it when it
+            was used on one (HTTP clients are bound to their event loop).
+        loop: the event loop thread the generator runs on (default: a new one, closed at the end).
+        verifier: the task's verifier (default: ``task.make_verifier``; a given one is not closed).
+        node: this process's place in a process group (default: from the environment; only a
+            group this function joined is left at the end).
 
     Returns:
         A :class:`GenerateResult` (``None`` in the processes other than the main one).
 
     Raises:
         InputError: bad input (file and line named) or option.
+        BusyError: the work folder is in use by another run, or a database by a writer.
         GenerationError: the LLM backend failed for good or cannot be reached, or no question
             was kept (an empty split cannot be loaded with ``load_dataset``).
+        BudgetExhausted: ``--max-requests`` was reached (resumable).
     """
-    node = current_node()
-    snapshots = settings.work_folder() / "databases"
-    inputs = load_inputs(settings, snapshots)
-    output = settings.output_folder()
-    if write and node.is_main:
-        check_output(output, settings.overwrite)
-    # one run per work folder; the other processes of a multi-process run share the main one's
-    with RunLock(settings.work_folder()) if node.is_main else nullcontext():
-        try:
-            if node.is_main:  # one consistent snapshot per database for the whole run, made before any request
-                shutil.rmtree(snapshots, ignore_errors=True)
-                for db_id in inputs.db_ids:
-                    inputs.databases.path(db_id)
-            return _generate(settings, inputs, node, output, write)
-        finally:
-            if node.is_main:
-                shutil.rmtree(snapshots, ignore_errors=True)
+    own_node = node is None
+    node = node or current_node()
+    snapshots = settings.work_folder() / "task_knowledge"
+    inputs = load_inputs(settings, task, snapshots)
+    task, knowledge = inputs.task, inputs.knowledge
+    with ExitStack() as stack:
+        # one run per work folder; the other processes of a multi-process run share the main one's lock
+        stack.enter_context(RunLock(settings.work_folder()) if node.is_main else nullcontext())
+        if node.is_main:  # one consistent snapshot of the knowledge for the whole run, before any request
+            stack.callback(knowledge.cleanup)
+            knowledge.prepare(inputs.contexts)
+        if verifier is None:
+            verifier = stack.enter_context(task.make_verifier(knowledge, settings.timeout_s))
+        return _run(settings, inputs, verifier, node, own_node, generator, loop)
 
 
-def _generate(settings: GenerateSettings, inputs: RunInputs, node, output: Path, write: bool) -> GenerateResult | None:
-    """:func:`generate` once its inputs are checked, its work folder locked and its databases
-    snapshotted."""
-    task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
-    retry = RetryPolicy(max_attempts=settings.max_retries)
-    generator: Generator = from_spec(settings.generator, concurrency=settings.concurrency, retry=retry,
-                                     request_timeout_s=settings.request_timeout_s)
+def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node: Node, own_node: bool,
+         generator: Generator | None, loop: EventLoopThread | None) -> GenerateResult | None:
+    """:func:`run` once its inputs are checked, its work folder locked and its knowledge ready."""
+    task = inputs.task
+    own_generator, own_loop = generator is None, loop is None
+    if generator is None:
+        generator = from_spec(settings.generator, concurrency=settings.concurrency,
+                              retry=RetryPolicy(max_attempts=settings.max_retries),
+                              request_timeout_s=settings.request_timeout_s)
+    inner = generator
     if settings.cache:
-        cache = ResponseCache(settings.work_folder() / "responses.sqlite")
-        generator = CachedGenerator(generator, cache, settings.max_requests)
+        generator = CachedGenerator(generator, ResponseCache(settings.work_folder() / "responses.sqlite"), settings.max_requests)
+    columns = Columns(task, verifier.outcome_word)
     arrow_folder = settings.work_folder() / "arrow"
     shard_folder = arrow_folder if node.world_size == 1 else arrow_folder / f"rank-{node.rank}-of-{node.world_size}"
-    loop = EventLoopThread()
+    loop = loop or EventLoopThread()
+    context = StageContext(
+        task=task, knowledge=inputs.knowledge, verifier=verifier, demonstrations=inputs.demonstrations,
+        generator=generator, loop=loop, num_samples=settings.num_samples, temperature=settings.temperature,
+        seed=settings.seed,
+    )
     try:
         loop.run(generator.connect())
         if node.is_main:
             check_prompts_fit(inputs, generator)
         loop.run(generator.check())
-        with SQLiteExecutor(timeout_s=settings.timeout_s) as executor:
-            context = StageContext(
-                task=task,
-                databases=databases,
-                demonstrations=demonstrations,
-                generator=generator,
-                loop=loop,
-                executor=executor,
-                num_samples=settings.num_samples,
-                temperature=settings.temperature,
-                seed=settings.seed,
-            )
-            if node.is_main:
-                arrow_folder.mkdir(parents=True, exist_ok=True)
-                questions = _write_questions(context, inputs, arrow_folder / "questions.arrow")
-                context.count("questions", len(questions))
-            node.wait_for_everyone()
-            if node.world_size > 1:  # every process takes its contiguous shard of the questions
-                from datasets.distributed import split_dataset_by_node
+        if node.is_main:
+            arrow_folder.mkdir(parents=True, exist_ok=True)
+            questions = _write_questions(context, inputs, columns, arrow_folder / "questions.arrow")
+            context.count("questions", len(questions))
+        node.wait_for_everyone()
+        if node.world_size > 1:  # every process takes its contiguous shard of the questions
+            import datasets
+            from datasets.distributed import split_dataset_by_node
 
-                whole = datasets.Dataset.from_file(str(arrow_folder / "questions.arrow"))
-                questions = split_dataset_by_node(whole, rank=node.rank, world_size=node.world_size)
-            shard_folder.mkdir(parents=True, exist_ok=True)
-            verified = _run_answer_stages(context, questions, settings, shard_folder)
+            whole = datasets.Dataset.from_file(str(arrow_folder / "questions.arrow"))
+            questions = split_dataset_by_node(whole, rank=node.rank, world_size=node.world_size)
+        shard_folder.mkdir(parents=True, exist_ok=True)
+        verified = _run_answer_stages(context, questions, settings, columns, shard_folder)
     finally:
-        loop.run(generator.aclose())
-        loop.close()
+        if own_generator:
+            loop.run(inner.aclose())
+        if own_loop:
+            loop.close()
         if isinstance(generator, CachedGenerator):
             generator.cache.close()
 
@@ -403,86 +352,41 @@ def _generate(settings: GenerateSettings, inputs: RunInputs, node, output: Path,
         "hits": getattr(generator, "hits", 0),
         "verified": verified,
     })
-    node.leave()
+    if own_node:
+        node.leave()
     if not node.is_main:
         return None
     # the shards in rank order are the questions in order
     verified = ArrowTable.concatenate([shard["verified"] for shard in shards])
     if node.world_size > 1:
         context.counts = dict(sum((Counter(shard["counts"]) for shard in shards), Counter()))
-    retries = sum(shard["retries"] for shard in shards)
-    hits = sum(shard["hits"] for shard in shards)
-
     votes: Counter = Counter()
-    kept_rows = _kept_rows(verified, settings.min_votes, generator.provenance, task, votes)
-    rows = write_arrow(arrow_folder / "rows.arrow", ROW_FEATURES, kept_rows)
+    kept_rows = _kept_rows(verified, settings.min_votes, generator.provenance, columns, votes)
+    rows = write_arrow(arrow_folder / "rows.arrow", columns.rows, kept_rows)
     context.count("questions_kept", len(rows))
-    counts = _ordered_counts(context.counts)
+    counts = _ordered_counts(context.counts, context.valid_count)
     if len(rows) == 0:
         raise GenerationError(
             f"no question reached --min-votes {settings.min_votes} "
             f"({', '.join(f'{name} {value}' for name, value in counts.items())}); nothing was written. "
             "Lower --min-votes, raise --num-samples, or use a stronger --generator"
         )
-    histogram = sorted(votes.items())
     result = GenerateResult(
         rows=rows,
-        candidates=verified.select_columns(CANDIDATE_COLUMNS),
+        candidates=verified.select_columns(columns.candidate_names),
         counts=counts,
-        vote_histogram=histogram,
+        vote_histogram=sorted(votes.items()),
         settings=settings,
+        columns=columns,
         generator_spec=generator.spec,
         generator_model=generator.model,
         generator_provenance=generator.provenance,
         generator_revision=generator.model_revision,
-        retries=retries,
-        cached=hits,
+        retries=sum(shard["retries"] for shard in shards),
+        cached=sum(shard["hits"] for shard in shards),
     )
-    result.metadata = run_metadata(result, inputs)
-    if write:
-
-        def card(configs: list[dict]) -> str:
-            result.card = render_card(result.metadata, configs, repo_id=str(output))
-            return result.card
-
-        with _quiet_datasets():
-            result.output = write_dataset_folder(
-                output, {"default": result.rows, "candidates": result.candidates}, card, settings.overwrite
-            )
+    result.metadata = run_metadata(result, inputs, verifier)
     return result
-
-
-#: The stage files in ``<work folder>/arrow``: each stage adds columns to the one before.
-QUESTION_FEATURES = datasets.Features(
-    {
-        "question": datasets.Value("string"),
-        "db_id": datasets.Value("string"),
-        "question_source": datasets.Value("string"),
-        "question_index": datasets.Value("int64"),
-    }
-)
-ANSWER_FEATURES = datasets.Features(
-    {
-        **QUESTION_FEATURES,
-        "candidates": datasets.List(datasets.Value("string")),
-        "candidate_logprobs": datasets.List(datasets.Value("float64")),
-    }
-)
-VERIFIED_FEATURES = datasets.Features(
-    {
-        **ANSWER_FEATURES,
-        "candidate_status": datasets.List(datasets.Value("string")),
-        "candidate_result": datasets.List(datasets.Value("string")),
-        "query": datasets.Value("string"),
-        "votes": datasets.Value("int64"),
-        "num_candidates": datasets.Value("int64"),
-        "num_executable": datasets.Value("int64"),
-        "num_distinct_results": datasets.Value("int64"),
-        "logprob": datasets.Value("float64"),
-    }
-)
-#: The published ``candidates`` config: every question with all its candidates and the vote.
-CANDIDATE_FEATURES = datasets.Features({name: VERIFIED_FEATURES[name] for name in VERIFIED_FEATURES if name != "question_index"})
 
 
 @dataclass
@@ -516,50 +420,50 @@ class DryRunEstimate:
         )
 
 
-def dry_run(settings: GenerateSettings) -> DryRunEstimate:
-    """Count the requests and estimate the tokens of a run without sending anything.
+def dry_run(settings: GenerateSettings, task: Task | None = None) -> DryRunEstimate:
+    """Count the requests and estimate the tokens of a run without sending anything (auxiliary
+    requests, such as test-input generation, not included).
 
-    The inputs are checked as in :func:`generate`. Prompts are rendered for real with the
-    backend's token counter (an estimate of 1 token per 3.5 characters for remote backends);
-    for generated questions, each answer prompt is estimated from a demonstration's question.
+    The inputs are checked as in :func:`run`. Prompts are rendered for real with the backend's
+    token counter (an estimate of 1 token per 3.5 characters for remote backends); for generated
+    questions, each answer prompt is estimated from a demonstration's question.
 
     Raises:
-        InputError: as :func:`generate`.
+        InputError: as :func:`run`.
     """
     from .stages import MAX_QUESTION_REQUESTS_PER_QUESTION, QUESTIONS_PER_PROMPT
 
-    inputs = load_inputs(settings)  # snapshots in a temporary folder: a dry run writes nothing
-    task, databases, demonstrations = inputs.task, inputs.databases, inputs.demonstrations
-    generator = from_spec(settings.generator, concurrency=settings.concurrency)
-    count = generator.count_tokens
-    question_limit = generator.max_prompt_tokens(task.sampling.question_max_new_tokens)
-    answer_limit = generator.max_prompt_tokens(task.sampling.answer_max_new_tokens)
-    k = settings.num_samples
-    if inputs.questions_file:
-        answer_tokens = sum(
-            count(task.answer_prompt(databases.get(q["db_id"]), q["question"], demonstrations, count, answer_limit))
-            for q in inputs.provided()
-        )
-        n = inputs.num_provided
-        return DryRunEstimate((0, 0), n, n * k, answer_tokens * k, n * k * task.sampling.answer_max_new_tokens)
-    n = inputs.num_questions
-    first = math.ceil(n * 1.25 / QUESTIONS_PER_PROMPT)
-    most = MAX_QUESTION_REQUESTS_PER_QUESTION * n
-    rng = random.Random(settings.seed)
-    per_db_question = {
-        db_id: count(task.question_prompt(databases.get(db_id), demonstrations, rng, count, question_limit))
-        for db_id in databases.db_ids
-    }
-    per_db_answer = {
-        db_id: count(task.answer_prompt(databases.get(db_id), demonstrations[0]["question"], demonstrations, count, answer_limit))
-        for db_id in databases.db_ids
-    }
-    mean_question = sum(per_db_question.values()) / len(per_db_question)
-    mean_answer = sum(per_db_answer.values()) / len(per_db_answer)
-    completions = first * QUESTIONS_PER_PROMPT + n * k
-    prompt_tokens = int(first * QUESTIONS_PER_PROMPT * mean_question + n * k * mean_answer)
-    generated = first * QUESTIONS_PER_PROMPT * task.sampling.question_max_new_tokens + n * k * task.sampling.answer_max_new_tokens
-    return DryRunEstimate((first, most), n, completions, prompt_tokens, generated)
+    inputs = load_inputs(settings, task)  # knowledge snapshots in a temporary folder: a dry run writes nothing
+    task, knowledge, demonstrations = inputs.task, inputs.knowledge, inputs.demonstrations
+    knowledge.prepare(inputs.contexts)
+    try:
+        generator = from_spec(settings.generator, concurrency=settings.concurrency)
+        count = generator.count_tokens
+        question_limit = generator.max_prompt_tokens(task.sampling.question_max_new_tokens)
+        answer_limit = generator.max_prompt_tokens(task.sampling.answer_max_new_tokens)
+        k = settings.num_samples
+        if inputs.questions_file:
+            answer_tokens = sum(count(task.answer_prompt(q, knowledge, demonstrations, count, answer_limit))
+                                for q in inputs.provided())
+            n = inputs.num_provided
+            return DryRunEstimate((0, 0), n, n * k, answer_tokens * k, n * k * task.sampling.answer_max_new_tokens)
+        n = inputs.num_questions
+        first = math.ceil(n * 1.25 / QUESTIONS_PER_PROMPT)
+        most = MAX_QUESTION_REQUESTS_PER_QUESTION * n
+        rng = random.Random(settings.seed)
+        question_tokens = [count(task.question_prompt(c, knowledge, demonstrations, rng, count, question_limit))
+                           for c in inputs.contexts]
+        first_question = demonstrations[0][task.question_field]
+        answer_tokens = [count(task.answer_prompt({task.question_field: first_question, **c}, knowledge, demonstrations,
+                                                  count, answer_limit)) for c in inputs.contexts]
+        mean_question = sum(question_tokens) / len(question_tokens)
+        mean_answer = sum(answer_tokens) / len(answer_tokens)
+        completions = first * QUESTIONS_PER_PROMPT + n * k
+        prompt_tokens = int(first * QUESTIONS_PER_PROMPT * mean_question + n * k * mean_answer)
+        generated = first * QUESTIONS_PER_PROMPT * task.sampling.question_max_new_tokens + n * k * task.sampling.answer_max_new_tokens
+        return DryRunEstimate((first, most), n, completions, prompt_tokens, generated)
+    finally:
+        knowledge.cleanup()
 
 
 def _answer_window(generator: Generator, num_samples: int) -> int:
@@ -569,33 +473,32 @@ def _answer_window(generator: Generator, num_samples: int) -> int:
     return max(1, math.ceil(4 * generator.concurrency / num_samples)) + 1 if generator.concurrency > 1 else 1
 
 
-def _rows(dataset: datasets.Dataset | ArrowTable) -> Iterator[dict]:
-    """The rows of ``dataset``, read as a stream (:func:`stream_batches`)."""
+def _rows(dataset) -> Iterator[dict]:
+    """The rows of ``dataset`` (an :class:`ArrowTable` or a ``Dataset``), read as a stream."""
     for batch in stream_batches(dataset):
         yield from batch.to_pylist()
 
 
-def _run_answer_stages(context: StageContext, questions: ArrowTable | datasets.Dataset, settings: GenerateSettings,
+def _run_answer_stages(context: StageContext, questions, settings: GenerateSettings, columns: Columns,
                        arrow_folder: Path) -> ArrowTable:
     """Answer generation streamed to ``answers.arrow``, then verification streamed to
     ``verified.arrow`` (both in ``arrow_folder``), each file read back batch by batch: memory
     holds a window of questions, whatever their number.
 
-    ``questions`` has ``question``, ``db_id``, ``question_source`` and ``question_index`` (the
-    question's number in the whole run, which seeds its candidates).
-
     Returns:
-        The verified questions (:data:`VERIFIED_FEATURES`) in ``verified.arrow``.
+        The verified questions (:attr:`Columns.verified`) in ``verified.arrow``.
     """
+    from tqdm.auto import tqdm
+
     window = _answer_window(context.generator, settings.num_samples)
     stream = answer_stream(context, _rows(questions), window)
     progress = tqdm(stream, total=len(questions), desc="answer generation", unit="question")
-    answers = write_arrow(arrow_folder / "answers.arrow", ANSWER_FEATURES, progress)
+    answers = write_arrow(arrow_folder / "answers.arrow", columns.answers, progress)
     progress = tqdm(verify_stream(context, answers), total=len(answers), desc="verification", unit="question")
-    return write_arrow(arrow_folder / "verified.arrow", VERIFIED_FEATURES, progress)
+    return write_arrow(arrow_folder / "verified.arrow", columns.verified, progress)
 
 
-def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> ArrowTable:
+def _write_questions(context: StageContext, inputs: RunInputs, columns: Columns, path: Path) -> ArrowTable:
     """Write the run's questions, numbered (``question_index``), to the Arrow file ``path``: the
     ``--questions`` rows, or new ones from question generation."""
     if inputs.questions_file:
@@ -604,51 +507,36 @@ def _write_questions(context: StageContext, inputs: RunInputs, path: Path) -> Ar
     else:
         context.count("questions_asked", inputs.num_questions)
         rows = generate_questions(context, inputs.num_questions)
-    return write_arrow(path, QUESTION_FEATURES, ({**row, "question_index": index} for index, row in enumerate(rows)))
+    return write_arrow(path, columns.questions, ({**row, "question_index": index} for index, row in enumerate(rows)))
 
 
-def _kept_rows(dataset: ArrowTable, min_votes: int, generator: str, task: TextToSQLTask,
-               votes: Counter) -> Iterator[dict]:
-    """Selection as a stream: the kept rows (:data:`ROW_COLUMNS`, each checked against the
-    task's row schema) of the verified questions, read batch by batch; ``votes`` counts the
-    questions per number of votes (the card's histogram)."""
+def _kept_rows(dataset: ArrowTable, min_votes: int, generator: str, columns: Columns, votes: Counter) -> Iterator[dict]:
+    """Selection as a stream: the kept rows (:attr:`Columns.row_names`, each checked against the
+    row schema) of the verified questions, read batch by batch; ``votes`` counts the questions
+    per number of votes (the card's histogram)."""
+    task = columns.task
     index = 0
+    base = [name for name in columns.row_names if name not in task.extra_row_fields and name != "generator"]
     for batch in stream_batches(dataset):
-        columns = batch.to_pydict()
-        votes.update(columns["votes"])
-        for position, keep in enumerate(select(columns, min_votes)):
+        data = batch.to_pydict()
+        votes.update(data["votes"])
+        for position, keep in enumerate(select(data, min_votes)):
             if keep:
-                row = {name: generator if name == "generator" else columns[name][position] for name in ROW_COLUMNS}
-                validate_record(row, task.row_schema, f"kept row {index}")
+                row = {name: data[name][position] for name in base}
+                verified = {name: values[position] for name, values in data.items()}
+                row.update(task.row_extras(verified, data["winner_detail"][position]), generator=generator)
+                row = {name: row[name] for name in columns.row_names}
+                validate_record(row, columns.row_schema, f"kept row {index}")
                 index += 1
                 yield row
 
 
 _COUNT_ORDER = [
     "questions_asked", "question_requests", "questions_sampled", "questions_parsed", "questions_provided",
-    "questions", "candidates_sampled", "candidates_parsed", "candidates_executable", "questions_kept",
+    "questions", "candidates_sampled", "candidates_parsed", "<valid>", "questions_kept",
 ]
 
 
-def _ordered_counts(counts: dict[str, int]) -> dict[str, int]:
-    return {name: counts[name] for name in _COUNT_ORDER if name in counts}
-
-
-def format_summary(result: GenerateResult) -> str:
-    """The end-of-run summary table (plain text)."""
-    counts = result.counts
-    questions = counts.get("questions", 0)
-    kept = counts.get("questions_kept", 0)
-    sampled = counts.get("candidates_sampled", 0)
-    lines = [
-        ("generator", result.generator_provenance),
-        *[(name.replace("_", " "), str(value)) for name, value in counts.items()],
-        ("kept / questions", f"{kept / questions:.1%}" if questions else "-"),
-        ("executable / sampled", f"{counts.get('candidates_executable', 0) / sampled:.1%}" if sampled else "-"),
-        ("retried requests", str(result.retries)),
-        ("completions from the cache", str(result.cached)),
-        ("output", str(result.output) if result.output else "(not written)"),
-    ]
-    width = max(len(name) for name, _ in lines)
-    rule = "-" * (width + 2 + max(len(value) for _, value in lines))
-    return "\n".join([rule, *[f"{name:<{width}}  {value}" for name, value in lines], rule])
+def _ordered_counts(counts: dict[str, int], valid: str) -> dict[str, int]:
+    order = [valid if name == "<valid>" else name for name in _COUNT_ORDER]
+    return {name: counts[name] for name in order if name in counts}

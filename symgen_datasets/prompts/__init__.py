@@ -1,4 +1,8 @@
-"""Jinja2 prompt templates, one file per (task family, stage), rendered with :func:`render`."""
+"""Jinja2 prompt templates, one file per (task family, stage), rendered with :func:`render`.
+
+Built-in templates live in this folder; a task in another package keeps its own in
+``<package>/prompts`` and names that package (``Task.template_package``).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ import jinja2
 
 
 @lru_cache(maxsize=None)
-def _environment() -> jinja2.Environment:
+def _environment(package: str) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("symgen_datasets", "prompts"),
+        loader=jinja2.PackageLoader(package, "prompts"),
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -21,17 +25,17 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(template: str, **context) -> str:
-    """Render ``prompts/<template>`` with ``context``.
+def render(template: str, package: str = "symgen_datasets", **context) -> str:
+    """Render ``<package>/prompts/<template>`` with ``context``.
 
     Raises:
         jinja2.TemplateNotFound: no such template.
         jinja2.UndefinedError: the template uses a variable not in ``context``.
     """
-    return _environment().get_template(template).render(**context)
+    return _environment(package).get_template(template).render(**context)
 
 
-def template_hash(template: str) -> str:
+def template_hash(template: str, package: str = "symgen_datasets") -> str:
     """SHA-256 (first 12 hex digits) of a template's source, recorded in dataset cards."""
-    source = resources.files("symgen_datasets.prompts").joinpath(template).read_bytes()
+    source = resources.files(package).joinpath("prompts", template).read_bytes()
     return hashlib.sha256(source).hexdigest()[:12]

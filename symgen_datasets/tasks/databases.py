@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -25,6 +26,7 @@ from urllib.parse import quote
 
 from ..errors import BusyError, InputError
 from ..verifiers import connect_readonly
+from .base import TaskKnowledge
 
 #: How long a snapshot waits for another process's write to end (seconds) before it refuses.
 LOCK_WAIT_S = 30.0
@@ -178,8 +180,9 @@ def snapshot_database(source: Path, target: Path, lock_wait_s: float | None = No
     return target
 
 
-class DatabaseDirectory:
-    """A folder of SQLite databases laid out as Spider's: ``<dir>/<db_id>/<db_id>.sqlite``.
+class DatabaseDirectory(TaskKnowledge):
+    """A folder of SQLite databases laid out as Spider's: ``<dir>/<db_id>/<db_id>.sqlite``: the
+    knowledge of a text-to-SQL task.
 
     The files in ``root`` are only read through SQLite's locks (:meth:`check`, and the snapshots).
     Prompts and generated queries read **snapshots** (see the module docstring), made the first
@@ -212,6 +215,39 @@ class DatabaseDirectory:
         self.snapshot_dir = Path(snapshot_dir if snapshot_dir is not None else self._temporary.name)
         self._open: dict[str, Database] = {}
         self._checked: set[str] = set()
+
+    def check_record(self, record: dict, where: str) -> None:
+        """:meth:`check` the database a row names (``db_id``)."""
+        self.check(record["db_id"], where)
+
+    def prepare(self, contexts) -> None:
+        """Snapshot, afresh, every database the ``contexts`` name (``db_id``): one consistent
+        committed state per database for the whole run."""
+        self.cleanup()
+        for db_id in sorted({context["db_id"] for context in contexts}):
+            self.path(db_id)
+
+    def cleanup(self) -> None:
+        """Remove the snapshots, and the snapshot folder too when it was given (a run's own)."""
+        self._open.clear()
+        if self.snapshot_dir.is_dir():
+            for entry in self.snapshot_dir.iterdir():
+                shutil.rmtree(entry, ignore_errors=True)
+        if self._temporary is None:
+            try:
+                self.snapshot_dir.rmdir()  # a run's own folder: gone when empty
+            except OSError:
+                pass
+
+    def fingerprint(self, digest) -> None:
+        """Every database's name and file content (the write-ahead log's too, when there is one)."""
+        for db_id in self.db_ids:
+            digest.update(db_id.encode())
+            for path in (self.source_path(db_id), self.source_path(db_id).with_name(f"{db_id}.sqlite-wal")):
+                if path.is_file():
+                    with open(path, "rb") as handle:
+                        for block in iter(lambda: handle.read(1 << 20), b""):
+                            digest.update(block)
 
     def source_path(self, db_id: str) -> Path:
         """The user's file for ``db_id`` (never opened by generated code)."""

@@ -1,22 +1,45 @@
 """Dataset cards: rendered from ``hub_cards/dataset_card.md`` and a ``symgen`` metadata block.
 
 The card's YAML header holds, next to the Hub's fields (license, configs, ...), a ``symgen``
-block with everything about the run (task, generator, settings, demonstrations hash, prompt
-template hashes, counts per stage, vote histogram, version and parent). The card body is a pure
-function of that block, so ``symgen push`` re-renders it with the repository id and version, and
-``symgen versions`` / ``symgen verify`` read runs back from it.
+block with everything about the run (task, generator, settings, verifier, demonstrations hash,
+prompt template hashes, counts per stage, vote histogram, version and parent) and what the task
+says about its data (the ``dataset`` entry: title, license, tags, columns). The card is a pure
+function of that block, so ``symgen push`` re-renders it with the repository id and version
+without the task being installed, and ``symgen versions`` / ``symgen verify`` read runs back
+from it.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..errors import InputError
-from ..tasks import get_task
+
+if TYPE_CHECKING:
+    from ..pipeline.columns import Columns
+    from ..tasks import Task
+
+
+def dataset_block(task: "Task", columns: "Columns") -> dict[str, Any]:
+    """What a task says about its generated data, for the card: title, license, sources, Hub
+    tags and categories, a summary, the fields and every column's meaning."""
+    return {
+        "pretty_name": task.pretty_name,
+        "license": task.license,
+        "source_datasets": list(task.source_datasets),
+        "tags": ["synthetic", *task.tags, "symgen", task.name],
+        "task_categories": list(task.task_categories),
+        "summary": task.card_summary(),
+        "family": task.family,
+        "question_field": task.question_field,
+        "answer_field": task.answer_field,
+        "context_fields": list(task.context_fields),
+        "columns": [{"name": name, "description": columns.row_descriptions.get(name, "")} for name in columns.row_names],
+    }
 
 
 def size_category(n: int) -> str:
@@ -31,26 +54,28 @@ def render_card(meta: dict[str, Any], configs: list[dict], repo_id: str, revisio
     """The README.md text of a dataset folder.
 
     Args:
-        meta: the ``symgen`` metadata block (see :func:`symgen_datasets.pipeline.run.generate`).
+        meta: the ``symgen`` metadata block (see :func:`symgen_datasets.pipeline.run.run_metadata`),
+            with its ``dataset`` entry (:func:`dataset_block`).
         configs: the YAML ``configs:`` entries naming the data files.
         repo_id: the repository id (or local path) shown in the loading example.
         revision: the revision shown in the loading example (e.g. ``v1.1.0``), if any.
     """
-    task = get_task(meta["task"])
+    dataset = meta["dataset"]
     card_data = DatasetCardData(
         language=["en"],
-        license=task.license,
-        pretty_name=task.pretty_name,
-        task_categories=["text-generation", "table-question-answering"],
+        license=dataset["license"],
+        pretty_name=dataset["pretty_name"],
+        task_categories=list(dataset["task_categories"]),
         size_categories=[size_category(meta["counts"].get("questions_kept", 0))],
-        source_datasets=list(task.source_datasets),
-        tags=["synthetic", "text-to-sql", "symgen", task.name],
+        source_datasets=list(dataset["source_datasets"]),
+        tags=list(dataset["tags"]),
         configs=configs,
         symgen=meta,
     )
     template = resources.files("symgen_datasets.hub_cards").joinpath("dataset_card.md").read_text()
     card = DatasetCard.from_template(
-        card_data, template_str=template, pretty_name=task.pretty_name, meta=meta, repo_id=repo_id, revision=revision
+        card_data, template_str=template, pretty_name=dataset["pretty_name"], meta=meta, dataset=dataset,
+        repo_id=repo_id, revision=revision,
     )
     return str(card)
 

@@ -1,0 +1,452 @@
+"""The Task API: everything the pipeline, the cards, training and evaluation need to know about
+one symbolic language and one dataset, in one small declarative unit.
+
+A **family** (one :class:`Task` subclass per language: text-to-SQL, Bash, TOP, QDMR, Python)
+declares, as class attributes, its field names (each dataset keeps its source's names), the
+verifier it uses, its prompt templates and its options; an **instance** per dataset gives its
+name, license, source and packaged demonstrations. Instances are registered under the Python
+entry-point group ``symgen_datasets.tasks`` (see :mod:`symgen_datasets.tasks`), so a language can
+live in a package of its own.
+
+The pipeline calls only the methods below; nothing outside a task and its verifier knows a field
+name. The shape follows lm-evaluation-harness's tasks: one declarative unit in a registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+
+from .. import prompts
+from ..errors import InputError
+from ..io import MAX_INPUT_CHARS, check_lengths, read_records, validate_record
+
+#: SymGen's question length filter: keep generated questions with MIN_WORDS < words < MAX_WORDS.
+MIN_WORDS, MAX_WORDS = 5, 40
+
+_PREFIX = re.compile(r"^\s*(?:--\s*|#\s*)?(?:\d+[.)]\s*|[-*]\s+)?(?:question\s*\d*\s*[:.]\s*)?", re.I)
+_FENCE = re.compile(r"```[\w+-]*\s*\n?(.*?)(?:```|$)", re.S)
+
+
+def question_key(question: str) -> str:
+    """Normal form of a question for deduplication: lower case, words only."""
+    return " ".join(re.findall(r"\w+", question.lower()))
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Per-stage generation limits of a task (tokens) and stop sequences."""
+
+    question_max_new_tokens: int = 48
+    answer_max_new_tokens: int = 200
+    question_stop: tuple[str, ...] = ("\n",)
+    answer_stop: tuple[str, ...] = ("\n\n",)
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """An option a task declares for itself, such as text-to-SQL's ``--db-dir``: a flag of
+    ``symgen generate``, ``check`` and ``verify``, a field of the task's ``BuilderConfig``, and a
+    key of ``GenerateSettings.task_options``.
+
+    Attributes:
+        name: the Python name (``db_dir``); the flag is ``--db-dir``.
+        help: the flag's help text.
+        default: the value when the option is not given.
+        type: converts the command-line string.
+        metavar: shown in ``--help``.
+    """
+
+    name: str
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+class TaskKnowledge:
+    """What a task knows besides its demonstrations (databases, label inventories), loaded once
+    per run by :meth:`Task.load_knowledge`. The base class knows nothing.
+
+    The pipeline calls :meth:`check_record` for every input row, :meth:`prepare` once before the
+    first request (with the contexts the run uses), and :meth:`cleanup` when the run ends.
+    """
+
+    def check_record(self, record: dict, where: str) -> None:
+        """Refuse an input row whose context this knowledge cannot serve (e.g. an unknown
+        ``db_id``), with :class:`InputError` naming ``where``."""
+
+    def prepare(self, contexts: Iterable[dict]) -> None:
+        """Get ready to serve ``contexts`` (the context fields of the run's questions)."""
+
+    def cleanup(self) -> None:
+        """Release what :meth:`prepare` made."""
+
+    def fingerprint(self, digest: "hashlib._Hash") -> None:
+        """Feed the knowledge's content to ``digest`` (for caches keyed by every input)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A symbolic language (the subclass) and a dataset (the instance).
+
+    Instance attributes:
+        name: the task's name on the command line and in the registry.
+        pretty_name: the dataset card's title.
+        description: one line for ``symgen tasks``.
+        license: the license of the source data, inherited by generated datasets.
+        source_datasets: where the source data comes from (cards' ``source_datasets``).
+        data_dir: the packaged folder (under ``<data_package>/data/``) holding
+            ``10_shot.jsonl`` (the default demonstrations) and the task's knowledge.
+        data_package: the package that holds ``data/<data_dir>`` (a plugin's own).
+        instruction: the first line of every prompt.
+        default_num_questions: ``--num-questions`` when not given (small: the embedded model
+            is slow).
+        prompt_token_budget: prompts are fitted to this many tokens (or fewer when the model's
+            context is shorter).
+        sampling: token limits and stop sequences per stage.
+
+    Class attributes (the family's declarations):
+        family: the language family (``text-to-sql``, ``nl2bash``...).
+        question_field, answer_field: the source's names of the question and the program.
+        context_fields: other fields a question carries (``db_id`` for SQL).
+        field_descriptions: what each field holds (JSON Schema descriptions, card tables).
+        extra_row_fields: fields a kept row adds besides the question, answer and context
+            (name -> description), filled by :meth:`row_extras`.
+        auxiliary_fields: list-of-string columns that answer generation adds to each question
+            besides the candidates (e.g. generated test inputs), filled by
+            :meth:`auxiliary_request` and :meth:`parse_auxiliary`.
+        tags, task_categories: the dataset card's Hub metadata.
+        question_template, answer_template: Jinja2 templates in ``<template_package>/prompts``.
+        options: the options the task declares (:class:`TaskOption`).
+        filter_question_length: apply SymGen's question length filter to generated questions.
+        verifier_class: the class of the task's verifier (:meth:`make_verifier` builds one).
+    """
+
+    name: str
+    pretty_name: str
+    description: str
+    license: str
+    source_datasets: tuple[str, ...]
+    data_dir: str
+    instruction: str = ""
+    data_package: str = "symgen_datasets.tasks"
+    default_num_questions: int = 20
+    prompt_token_budget: int = 1536
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    family: ClassVar[str] = ""
+    question_field: ClassVar[str] = "question"
+    answer_field: ClassVar[str] = "answer"
+    context_fields: ClassVar[tuple[str, ...]] = ()
+    field_descriptions: ClassVar[dict[str, str]] = {}
+    extra_row_fields: ClassVar[dict[str, str]] = {}
+    auxiliary_fields: ClassVar[dict[str, str]] = {}
+    tags: ClassVar[tuple[str, ...]] = ()
+    task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)
+    question_template: ClassVar[str] = ""
+    answer_template: ClassVar[str] = ""
+    template_package: ClassVar[str] = "symgen_datasets"
+    options: ClassVar[tuple[TaskOption, ...]] = ()
+    filter_question_length: ClassVar[bool] = True
+    verifier_class: ClassVar[type | None] = None
+
+    # --- fields, schemas, packaged data --------------------------------------------------------
+
+    @property
+    def packaged(self) -> Path:
+        """The task's packaged data folder."""
+        return Path(str(resources.files(self.data_package).joinpath("data", self.data_dir)))
+
+    @property
+    def question_fields(self) -> tuple[str, ...]:
+        """The fields of a question: the question and its context."""
+        return (self.question_field, *self.context_fields)
+
+    @property
+    def demonstration_fields(self) -> tuple[str, ...]:
+        """The fields of a demonstration: the question, the program and the context."""
+        return (self.question_field, self.answer_field, *self.context_fields)
+
+    def describe_field(self, name: str) -> str:
+        return self.field_descriptions.get(name, "")
+
+    def _object_schema(self, title: str, fields: Sequence[str], description: str) -> dict:
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": title,
+            "description": description,
+            "type": "object",
+            "required": list(fields),
+            "properties": {
+                name: {"type": "string", "minLength": 1, "description": self.describe_field(name)} for name in fields
+            },
+        }
+
+    @property
+    def demonstration_schema(self) -> dict:
+        """JSON Schema of a demonstration (other fields are allowed and ignored)."""
+        return self._object_schema(f"{self.name} demonstration", self.demonstration_fields,
+                                   f"One in-context example of {self.name} (the source's field names).")
+
+    @property
+    def question_schema(self) -> dict:
+        """JSON Schema of a question to answer (``--questions``)."""
+        return self._object_schema(f"{self.name} question", self.question_fields,
+                                   f"A question of {self.name} to answer; other fields are ignored.")
+
+    def options_with_defaults(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """``given`` task options completed with the declared defaults.
+
+        Raises:
+            InputError: an option the task does not declare.
+        """
+        given = dict(given or {})
+        declared = {option.name: option for option in self.options}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            known = ", ".join(option.flag for option in self.options) or "none"
+            raise InputError(f"task {self.name} has no option {', '.join(unknown)}; its options: {known}")
+        values = {}
+        for name, option in declared.items():
+            value = given.get(name, option.default)
+            if isinstance(value, str) and option.type is not str:
+                try:
+                    value = option.type(value)
+                except (TypeError, ValueError) as error:
+                    raise InputError(f"{option.flag} {value!r}: {error}") from None
+            values[name] = value
+        return values
+
+    # --- inputs ----------------------------------------------------------------------------------
+
+    def load_knowledge(self, options: dict[str, Any], snapshot_dir: str | Path | None = None) -> TaskKnowledge:
+        """The task's knowledge for a run (``options``: the task's options; ``snapshot_dir``: a
+        folder of the run's own the knowledge may write to).
+
+        Raises:
+            InputError: the knowledge cannot be loaded (the message names the option or file).
+        """
+        return TaskKnowledge()
+
+    def load_demonstrations(self, path: str | Path | None = None, max_chars: int = MAX_INPUT_CHARS) -> list[dict[str, str]]:
+        """Read and validate demonstrations (JSON Lines or a JSON array with
+        :attr:`demonstration_fields`).
+
+        Args:
+            path: the file; ``None`` for the task's packaged ``10_shot.jsonl``.
+            max_chars: the longest field accepted (characters).
+
+        Returns:
+            Rows with :attr:`demonstration_fields` only, in file order.
+
+        Raises:
+            InputError: malformed JSON, a missing, empty or overlong field (naming file and
+                line), or an empty file.
+        """
+        path = Path(path) if path is not None else self.packaged / "10_shot.jsonl"
+        demos = []
+        for where, record in read_records(path):
+            check_lengths(record, self.demonstration_fields, max_chars, where)
+            validate_record(record, self.demonstration_schema, where)
+            demos.append({name: record[name] for name in self.demonstration_fields})
+        if not demos:
+            raise InputError(f"{path}: no demonstrations; expected JSON lines with {', '.join(self.demonstration_fields)}")
+        return demos
+
+    def iter_questions(self, path: str | Path, knowledge: TaskKnowledge,
+                       max_chars: int = MAX_INPUT_CHARS) -> Iterator[dict[str, str]]:
+        """Read questions to answer (``--questions``), one at a time (a file of any size): JSON
+        Lines or a JSON array (such as a dataset's ``dev.json``) with at least
+        :attr:`question_fields` per row.
+
+        Yields:
+            Rows with :attr:`question_fields` (the question stripped), in file order.
+
+        Raises:
+            InputError: malformed JSON, a missing or overlong field, or a context the knowledge
+                cannot serve (naming the file and line).
+        """
+        for where, record in read_records(path):
+            check_lengths(record, self.question_fields, max_chars, where)
+            validate_record(record, self.question_schema, where)
+            knowledge.check_record(record, where)
+            yield {self.question_field: self.normalize_question(record[self.question_field]),
+                   **{name: record[name] for name in self.context_fields}}
+
+    def normalize_question(self, text: str) -> str:
+        """A given question as the run uses it: stripped of surrounding white space."""
+        return text.strip()
+
+    def question_contexts(self, knowledge: TaskKnowledge) -> list[dict[str, str]]:
+        """The contexts question generation goes round: one per database for SQL; one empty
+        context by default."""
+        return [{}]
+
+    # --- prompts -----------------------------------------------------------------------------
+
+    def render(self, template: str, **context: Any) -> str:
+        """Render one of the task's prompt templates."""
+        return prompts.render(template, package=self.template_package, **context)
+
+    def template_hashes(self) -> dict[str, str]:
+        """SHA-256 (12 hex digits) of each prompt template, for cards and cache keys."""
+        return {name: prompts.template_hash(name, package=self.template_package)
+                for name in (self.question_template, self.answer_template) if name}
+
+    def fit_prompt(self, render: Callable[[int, int], str], num_demos: int, count_tokens: Callable[[str], int],
+                   max_tokens: int | None, what: str, details: Sequence[int] = (0,)) -> str:
+        """Render with as many demonstrations and as much detail as fit the token budget (the
+        smaller of :attr:`prompt_token_budget` and ``max_tokens``): ``render(demos, detail)``
+        is tried dropping demonstrations from the end (keeping one), then going down
+        ``details`` (e.g. example rows 3 -> 1 -> 0). A prompt still over the budget is sent
+        whole, unless it is over ``max_tokens`` (the model's limit).
+
+        Raises:
+            InputError: the smallest prompt is over ``max_tokens``; the message names ``what``.
+        """
+        budget = self.prompt_token_budget if max_tokens is None else min(self.prompt_token_budget, max_tokens)
+        demos, level = num_demos, 0
+        while True:
+            prompt = render(demos, details[level])
+            tokens = count_tokens(prompt)
+            if tokens <= budget:
+                return prompt
+            if demos > 1:
+                demos -= 1
+            elif level + 1 < len(details):
+                level += 1
+            elif max_tokens is not None and tokens > max_tokens:
+                raise InputError(
+                    f"{what} does not fit the model: about {tokens} tokens with one demonstration"
+                    f"{' and the least detail' if len(details) > 1 else ''}, and the model takes at most {max_tokens} "
+                    "(its context minus the tokens to generate); shorten the input, or use a model with a longer context"
+                )
+            else:
+                return prompt  # over the soft budget only: send it whole
+
+    def question_prompt(self, context: dict[str, str], knowledge: TaskKnowledge, demonstrations: Sequence[dict],
+                        rng: random.Random, count_tokens: Callable[[str], int], max_tokens: int | None = None) -> str:
+        """The question-generation prompt for ``context``: the instruction and the
+        demonstrations' questions, shuffled by ``rng``, fitted to ``max_tokens``.
+
+        Raises:
+            InputError: the prompt cannot fit ``max_tokens``.
+        """
+        demos = list(demonstrations)
+        rng.shuffle(demos)
+
+        def render(num_demos: int, detail: int) -> str:
+            return self.render(self.question_template, instruction=self.instruction, task=self,
+                               demonstrations=demos[:num_demos], **context).rstrip("\n")
+
+        return self.fit_prompt(render, len(demos), count_tokens, max_tokens, f"the question-generation prompt of {self.name}")
+
+    def answer_prompt(self, row: dict[str, str], knowledge: TaskKnowledge, demonstrations: Sequence[dict],
+                      count_tokens: Callable[[str], int], max_tokens: int | None = None) -> str:
+        """The answer-generation prompt for the question ``row``: the instruction, the
+        demonstrations and the question, fitted to ``max_tokens``.
+
+        Raises:
+            InputError: the prompt cannot fit ``max_tokens``.
+        """
+        def render(num_demos: int, detail: int) -> str:
+            return self.render(self.answer_template, instruction=self.instruction, task=self,
+                               demonstrations=list(demonstrations)[:num_demos], question=row[self.question_field],
+                               row=row)
+
+        return self.fit_prompt(render, len(demonstrations), count_tokens, max_tokens, self._prompt_name(row))
+
+    def _prompt_name(self, row: dict[str, str]) -> str:
+        question = row[self.question_field]
+        shown = question if len(question) <= 60 else question[:57] + "..."
+        return f"the answer-generation prompt for question {shown!r}"
+
+    # --- reading LLM output ------------------------------------------------------------------
+
+    def parse_question(self, text: str, context: dict[str, str]) -> dict[str, str] | None:
+        """A generated question from a completion: its first non-empty line, without numbering
+        or a ``Question:`` prefix, within SymGen's length filter (more than :data:`MIN_WORDS`,
+        fewer than :data:`MAX_WORDS` words) when :attr:`filter_question_length`.
+
+        Returns:
+            The question row (:attr:`question_fields`, the context's values), or ``None``.
+        """
+        for line in text.splitlines():
+            line = _PREFIX.sub("", line).strip().strip('"').strip()
+            if line:
+                break
+        else:
+            return None
+        if self.filter_question_length and not MIN_WORDS < len(line.split()) < MAX_WORDS:
+            return None
+        return {self.question_field: line, **context}
+
+    def parse_answer(self, text: str, row: dict[str, str]) -> str | None:
+        """The program in a completion: the content of a code fence if there is one, cut at
+        the first stop sequence, on one line; ``None`` when empty."""
+        fenced = _FENCE.search(text)
+        if fenced:
+            text = fenced.group(1)
+        for stop in self.sampling.answer_stop:
+            if stop.strip():
+                text = text.split(stop)[0]
+        text = text.split("\n\n")[0]
+        program = " ".join(text.split())
+        return program or None
+
+    # --- verification ------------------------------------------------------------------------
+
+    def make_verifier(self, knowledge: TaskKnowledge, timeout_s: float = 5.0):
+        """The :class:`~symgen_datasets.verifiers.base.Verifier` of this task: by default
+        ``verifier_class(knowledge, timeout_s=timeout_s)``.
+
+        Args:
+            knowledge: from :meth:`load_knowledge`.
+            timeout_s: the time limit of one candidate (seconds), for verifiers that run code.
+        """
+        if self.verifier_class is None:
+            raise NotImplementedError(f"task {self.name} declares no verifier_class")
+        return self.verifier_class(knowledge, timeout_s=timeout_s)
+
+    def auxiliary_request(self, row: dict[str, str], knowledge: TaskKnowledge,
+                          count_tokens: Callable[[str], int], max_tokens: Callable[[int], int | None]) -> tuple | None:
+        """An extra request answer generation makes for the question ``row`` besides its
+        candidates (e.g. test inputs for code), as ``(prompt, max_new_tokens, stop, samples)``;
+        ``None`` (the default) for none. ``max_tokens(max_new_tokens)`` is the model's prompt limit."""
+        return None
+
+    def parse_auxiliary(self, row: dict[str, str], texts: list[str]) -> dict[str, list[str]]:
+        """The :attr:`auxiliary_fields` of ``row`` from the completions of its auxiliary request."""
+        return {}
+
+    def row_extras(self, row: dict, outcome_detail: str | None) -> dict[str, str]:
+        """The :attr:`extra_row_fields` of a kept row, from the verified question ``row`` and the
+        winning outcome's ``detail``."""
+        return {}
+
+    # --- training (a task model learns input -> target) --------------------------------------
+
+    def training_input(self, row: dict, knowledge: TaskKnowledge) -> str:
+        """The text a task model reads for ``row``: its question by default."""
+        return row[self.question_field]
+
+    def training_target(self, row: dict) -> str:
+        """The text a task model writes for ``row``: its program."""
+        return row[self.answer_field]
+
+    # --- cards -------------------------------------------------------------------------------
+
+    def card_summary(self) -> str:
+        """What the generated data is, for the dataset card (one paragraph, Markdown)."""
+        return (f"Synthetic {self.pretty_name.split(' (')[0]} data: questions (`{self.question_field}`) and programs "
+                f"(`{self.answer_field}`).")
