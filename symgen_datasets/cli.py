@@ -18,7 +18,7 @@ from .generators import SPEC_HELP
 
 def _parser(task=None) -> argparse.ArgumentParser:
     """The parser; with ``task``, ``generate`` and ``check`` also take that task's options."""
-    from .pipeline.settings import add_setting_arguments
+    from .pipeline.settings import GenerateSettings, add_setting_arguments
 
     parser = argparse.ArgumentParser(prog="symgen", description="Verified synthetic datasets for symbolic languages.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,8 +46,8 @@ def _parser(task=None) -> argparse.ArgumentParser:
     check.add_argument("task", help="task name (see `symgen tasks`)")
     check.add_argument("--input", required=True, metavar="FILE", help="JSONL (or JSON array) with the task's fields")
     check.add_argument("--output", metavar="FILE", help="write one JSON line per input row, in order: valid, status, reason")
-    check.add_argument("--timeout", dest="timeout_s", type=float, default=5.0, metavar="S",
-                       help="time limit of one answer's verification in seconds (default: 5)")
+    check.add_argument("--timeout", dest="timeout_s", type=float, default=GenerateSettings.timeout_s, metavar="S",
+                       help=f"time limit of one answer's verification in seconds (default: {GenerateSettings.timeout_s:g})")
     _task_options(check, task)
 
     commands.add_parser("tasks", help="list the installed tasks", description="Every installed task (built-in or from "

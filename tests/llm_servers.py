@@ -45,6 +45,15 @@ def break_sql(answer: str, rng: random.Random) -> str:
     return answer.replace("SELECT", "SELEC", 1).replace("select", "selec", 1)
 
 
+#: How a simulated LLM writes an invalid answer in each language (besides its plausible mistakes).
+CORRUPTIONS: dict[str, Callable[[str, random.Random], str]] = {
+    "sql": break_sql,
+    "nl2bash": lambda answer, rng: "frobnicate " + answer.split(" ", 1)[-1],
+    "mtop": lambda answer, rng: answer.replace("[IN:", "[SL:", 1),
+    "break": lambda answer, rng: answer + " ;return #99",
+}
+
+
 def _logprobs(text: str, value: float) -> list[float]:
     return [value] * max(1, len(text.split()))
 

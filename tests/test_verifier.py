@@ -41,7 +41,7 @@ def test_every_geoquery_dev_gold_query_verifies_against_itself(executor, geograp
         gold = row["query"]
         candidates = [gold, " ".join(gold.split()) + " ;", gold]
         result = vote(executor, geography_db, candidates)
-        assert result.query == normalize_sql(gold), row["question"]
+        assert result.program == normalize_sql(gold), row["question"]
         assert result.votes == 3 and result.num_distinct_results == 1
 
 
@@ -54,7 +54,7 @@ def test_gold_wins_over_wrong_and_broken_candidates(executor, geography_db, geoq
             continue
         candidates = [wrong, gold, "SELEC nonsense", gold, wrong, gold, "SELECT * FROM no_such_table"]
         result = vote(executor, geography_db, candidates)
-        assert result.query == normalize_sql(gold)
+        assert result.program == normalize_sql(gold)
         assert (result.votes, result.num_candidates, result.num_executable) == (3, 7, 5)
         assert result.num_distinct_results == 2 and result.cluster_sizes == [3, 2]
         checked += 1
@@ -69,21 +69,21 @@ def test_duplicates_anywhere_are_executed_once_and_all_count_as_votes():
     ok = ExecutionResult("ok", key="one", num_rows=1)
     two = ExecutionResult("ok", key="two", num_rows=1)
     result = majority_vote(candidates, [ok, two, ok], distinct=(programs, index))
-    assert result.votes == 3 and result.query == "SELECT 1"  # most frequent program of the cluster
+    assert result.votes == 3 and result.program == "SELECT 1"  # most frequent program of the cluster
 
 
 def test_representative_has_the_highest_mean_logprob():
     candidates = ["SELECT a FROM t", "SELECT t.a FROM t", "SELECT a FROM t"]
     ok = ExecutionResult("ok", key="k", num_rows=1)
     result = majority_vote(candidates, [ok, ok], [-0.9, -0.1, -0.8])
-    assert result.query == "SELECT t.a FROM t" and result.logprob == -0.1 and result.votes == 3
+    assert result.program == "SELECT t.a FROM t" and result.logprob == -0.1 and result.votes == 3
 
 
 def test_cluster_tie_goes_to_the_more_confident_cluster():
     candidates = ["SELECT 1", "SELECT 2", "SELECT 1", "SELECT 2"]
     one, two = ExecutionResult("ok", key="1", num_rows=1), ExecutionResult("ok", key="2", num_rows=1)
-    assert majority_vote(candidates, [one, two], [-2.0, -0.2, -2.0, -0.3]).query == "SELECT 2"
-    assert majority_vote(candidates, [one, two]).query == "SELECT 1"  # no logprobs: first seen
+    assert majority_vote(candidates, [one, two], [-2.0, -0.2, -2.0, -0.3]).program == "SELECT 2"
+    assert majority_vote(candidates, [one, two]).program == "SELECT 1"  # no logprobs: first seen
 
 
 def test_normalisation_keeps_string_literals():

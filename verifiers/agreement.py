@@ -53,8 +53,9 @@ class VoteResult:
     """The outcome of the majority vote for one question.
 
     Attributes:
-        query: the representative program of the winning cluster (``None`` if no candidate
-            executed).
+        program: the representative program of the winning cluster (``None`` if no candidate
+            passed the verifier).
+        winner: the representative's position among the distinct programs (``None`` likewise).
         votes: candidates (duplicates included) in the winning cluster.
         num_candidates: candidates sampled.
         num_executable: candidates whose outcome is ``ok`` (executed, or parsed and checked,
@@ -65,7 +66,7 @@ class VoteResult:
         cluster_sizes: votes of every cluster, largest first.
     """
 
-    query: str | None
+    program: str | None
     votes: int
     num_candidates: int
     num_executable: int
@@ -73,6 +74,7 @@ class VoteResult:
     num_distinct_results: int
     logprob: float | None
     cluster_sizes: list[int] = field(default_factory=list)
+    winner: int | None = None
 
 
 def majority_vote(
@@ -140,7 +142,7 @@ def majority_vote(
     ranked = sorted(((cluster_rank(members), members) for members in clusters.values()), key=itemgetter(0), reverse=True)
     winner = max(ranked[0][1], key=program_rank)
     return VoteResult(
-        query=programs[winner],
+        program=programs[winner],
         votes=ranked[0][0][0],
         num_candidates=len(candidates),
         num_executable=num_executable,
@@ -148,4 +150,5 @@ def majority_vote(
         num_distinct_results=len(clusters),
         logprob=best_logprob.get(winner),
         cluster_sizes=[rank[0] for rank, _ in ranked],
+        winner=winner,
     )

@@ -1,10 +1,11 @@
 """``symgen verify``: recompute a published dataset's kept rows from its candidates, with no LLM.
 
-The ``candidates`` config holds every sampled program of every question with its stored execution
-outcome. Re-verification reads the parquet files the card names (from a folder, or from the Hub
-at a revision), runs the same agreement-based verifier as ``symgen generate`` on every question
-(each distinct program executed once, read-only and time-limited, on snapshots of the task's
-databases; majority vote; threshold V from the card), and compares, question by question, the
+The ``candidates`` config holds every sampled program of every question with its stored outcome.
+Re-verification reads the parquet files the card names (from a folder, or from the Hub at a
+revision), runs the same agreement-based verifier as ``symgen generate`` on every question (the
+card's task's verifier, in worker processes, each distinct program once, on the task's knowledge,
+e.g. snapshots of its databases; majority vote; threshold V from the card), and compares, question
+by question, the
 stored outcome of every candidate (``candidate_status``, ``candidate_result``) and the kept set
 with the published ``default`` config. Candidates are streamed: memory does not grow with the
 dataset.
@@ -38,7 +39,7 @@ class VerifyReport:
         source: the folder or ``REPO_ID@REVISION`` checked.
         published: rows in the published ``default`` config.
         recomputed: rows the verifier keeps from the published candidates.
-        differences: one line per row that is missing, extra, or has another query or vote
+        differences: one line per row that is missing, extra, or has another program or vote
             count, and per question whose stored candidate outcomes differ from the recomputed
             ones.
         candidates_checked: candidates whose stored outcome was compared.

@@ -103,8 +103,9 @@ class RunInputs:
 
 
 def context_key(task: Task, row: dict) -> tuple:
-    """A question's context (its context fields' values) as a hashable key."""
-    return tuple(row[name] for name in task.context_fields)
+    """A question's context (its context fields' values) as a hashable key; a field question
+    generation fills in itself (Python's ``entry_point``) is ``None`` before it does."""
+    return tuple(row.get(name) for name in task.context_fields)
 
 
 def load_inputs(settings: GenerateSettings, task: Task | None = None, snapshot_dir: Path | None = None) -> RunInputs:

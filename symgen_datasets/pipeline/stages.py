@@ -87,7 +87,7 @@ def generate_questions(context: StageContext, num_questions: int) -> Iterator[di
     """
     task, generator = context.task, context.generator
     contexts = task.question_contexts(context.knowledge)
-    random.Random(derive_seed(context.seed, "databases")).shuffle(contexts)
+    random.Random(derive_seed(context.seed, "databases")).shuffle(contexts)  # label kept: it seeds existing runs
     seen = {_key_hash(d[task.question_field]) for d in context.demonstrations}
     params = SamplingParams(
         context.temperature, task.sampling.question_max_new_tokens, task.sampling.question_stop
@@ -284,10 +284,9 @@ def verify_stream(context: StageContext, rows: Iterable[dict]) -> Iterator[dict]
         vote = majority_vote(row["candidates"], outcomes, row["candidate_logprobs"], (programs, index),
                              verifier.cluster_labels(outcomes, counts))
         context.count(valid_count, vote.num_executable)
-        winner = programs.index(vote.query) if vote.query is not None else None
         yield {
             **row,
-            task.answer_field: vote.query or "",
+            task.answer_field: vote.program or "",
             "votes": vote.votes,
             "num_candidates": vote.num_candidates,
             valid_column: vote.num_executable,
@@ -295,7 +294,7 @@ def verify_stream(context: StageContext, rows: Iterable[dict]) -> Iterator[dict]
             "logprob": vote.logprob,
             "candidate_status": [outcomes[i].status for i in index],
             "candidate_result": [outcomes[i].key for i in index],
-            "winner_detail": outcomes[winner].detail if winner is not None else None,
+            "winner_detail": outcomes[vote.winner].detail if vote.winner is not None else None,
         }
 
 

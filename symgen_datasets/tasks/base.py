@@ -33,6 +33,13 @@ _PREFIX = re.compile(r"^\s*(?:--\s*|#\s*)?(?:\d+[.)]\s*|[-*]\s+)?(?:question\s*\
 _FENCE = re.compile(r"```[\w+-]*\s*\n?(.*?)(?:```|$)", re.S)
 
 
+def fenced_code(text: str) -> str:
+    """The content of the first Markdown code fence in ``text`` (chat models wrap programs in
+    them), or ``text`` itself when it has none."""
+    fenced = _FENCE.search(text)
+    return fenced.group(1) if fenced else text
+
+
 def question_key(question: str) -> str:
     """Normal form of a question for deduplication: lower case, words only."""
     return " ".join(re.findall(r"\w+", question.lower()))
@@ -394,9 +401,7 @@ class Task:
     def parse_answer(self, text: str, row: dict[str, str]) -> str | None:
         """The program in a completion: the content of a code fence if there is one, cut at
         the first stop sequence, on one line; ``None`` when empty."""
-        fenced = _FENCE.search(text)
-        if fenced:
-            text = fenced.group(1)
+        text = fenced_code(text)
         for stop in self.sampling.answer_stop:
             if stop.strip():
                 text = text.split(stop)[0]

@@ -8,7 +8,6 @@ verification (:class:`~symgen_datasets.verifiers.top.TOPVerifier`).
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,7 @@ from typing import Any, ClassVar
 
 from ..errors import InputError
 from ..verifiers.top import TOPVerifier, parse_top
-from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption
-
-_FENCE = re.compile(r"```[\w+-]*\s*\n?(.*?)(?:```|$)", re.S)
+from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, fenced_code
 
 
 class LabelInventory(TaskKnowledge):
@@ -108,9 +105,7 @@ class MTOPTask(Task):
     def parse_answer(self, text: str, row: dict | None = None) -> str | None:
         """The first bracketed form in a completion (a code fence's content if there is one),
         from its first ``[`` to the bracket that closes it; ``None`` when there is none."""
-        fenced = _FENCE.search(text)
-        if fenced:
-            text = fenced.group(1)
+        text = fenced_code(text)
         start = text.find("[")
         if start < 0:
             return None

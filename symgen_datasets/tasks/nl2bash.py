@@ -15,9 +15,7 @@ from typing import Any, ClassVar
 
 from ..errors import InputError
 from ..verifiers.bash import BashVerifier
-from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption
-
-_FENCE = re.compile(r"```[\w+-]*\s*\n?(.*?)(?:```|$)", re.S)
+from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, fenced_code
 
 
 class UtilityInventory(TaskKnowledge):
@@ -74,9 +72,7 @@ class NL2BashTask(Task):
     def parse_answer(self, text: str, row: dict | None = None) -> str | None:
         """The command line in a completion: a code fence's content if there is one, else the
         first non-empty line, without a ``Bash:`` or ``$`` prompt; ``None`` when empty."""
-        fenced = _FENCE.search(text)
-        if fenced:
-            text = fenced.group(1)
+        text = fenced_code(text)
         for line in text.splitlines():
             line = re.sub(r"^\s*(?:bash( commands?)?\s*:\s*|\$\s+)", "", line, flags=re.I).strip()
             if line:

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from ..verifiers.python import PythonVerifier, outputs_of
-from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption
+from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, fenced_code
 
-_FENCE = re.compile(r"```[\w+-]*\s*\n?(.*?)(?:```|$)", re.S)
 #: Test inputs kept per question at most, and the longest call accepted (characters).
 MAX_CALLS, MAX_CALL_CHARS = 10, 300
 
@@ -195,8 +194,7 @@ class PythonTask(Task):
         """The candidate body: a completion that continues the prompt, cut at the first stop;
         or, when it writes the whole function (chat models, code fences), that function's body.
         ``None`` unless the prompt with it compiles."""
-        fenced = _FENCE.search(text)
-        code = fenced.group(1) if fenced else text
+        code = fenced_code(text)
         entry_point = row["entry_point"]
         if re.search(rf"^\s*def {re.escape(entry_point)}\s*\(", code, re.M):
             body = _function_body(code, entry_point)

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..verifiers.qdmr import QDMRVerifier
-from .base import SamplingDefaults, Task
-
-_FENCE = re.compile(r"```[\w+-]*\s*\n?(.*?)(?:```|$)", re.S)
+from .base import SamplingDefaults, Task, fenced_code
 
 
 @dataclass(frozen=True)
@@ -40,9 +38,7 @@ class BreakTask(Task):
     def parse_answer(self, text: str, row: dict | None = None) -> str | None:
         """The decomposition in a completion: a code fence's content if there is one, else the
         first line that holds a ``return`` step; ``None`` when there is none."""
-        fenced = _FENCE.search(text)
-        if fenced:
-            text = fenced.group(1)
+        text = fenced_code(text)
         for line in text.splitlines():
             line = re.sub(r"^\s*decomposition\s*:\s*", "", line, flags=re.I).strip()
             if re.match(r"^return\b", line, re.I):
