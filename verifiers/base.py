@@ -87,11 +87,13 @@ class Verifier(ABC):
         """Verify batches of programs as a stream: ``(context, programs)`` jobs read lazily,
         one list of outcomes per job, in job order, aligned with its programs."""
 
-    def cluster_labels(self, outcomes: Sequence[ExecutionResult], counts: Sequence[int] | None = None) -> list[str | None]:
+    def cluster_labels(self, outcomes: Sequence[ExecutionResult], index: Sequence[int]) -> list[str | None] | None:
         """The agreement: one cluster label per outcome of a distinct program (``None`` for a
-        failed one); candidates with the same label agree. ``counts``: how many samples each
-        distinct program had. Default: the outcome's key (equality)."""
-        return [outcome.key if outcome.ok else None for outcome in outcomes]
+        failed one); candidates with the same label agree. ``index`` maps each sampled
+        candidate to its distinct program (so a verifier can weigh programs by how often they
+        were sampled). Default: ``None``, meaning equal result keys agree (the vote reads the
+        keys itself)."""
+        return None
 
     @abstractmethod
     def describe(self) -> str:

@@ -116,10 +116,12 @@ class BashVerifier(PooledVerifier):
     def worker_options(self) -> Any:
         return self.utilities
 
-    def cluster_labels(self, outcomes: Sequence[ExecutionResult], counts: Sequence[int] | None = None) -> list[str | None]:
+    def cluster_labels(self, outcomes: Sequence[ExecutionResult], index: Sequence[int]) -> list[str | None]:
         """Leader clustering by :func:`similarity` (most frequent candidates lead); the label of
         a candidate is its leader's key."""
-        counts = counts or [1] * len(outcomes)
+        counts = [0] * len(outcomes)
+        for program in index:
+            counts[program] += 1
         order = sorted((i for i, outcome in enumerate(outcomes) if outcome.ok), key=lambda i: (-counts[i], i))
         leaders: list[tuple[str, list[str]]] = []
         labels: list[str | None] = [None] * len(outcomes)

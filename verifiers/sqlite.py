@@ -192,7 +192,7 @@ def _limit_sqlite_heap(heap_bytes: int) -> None:
     sqlite3.connect(":memory:").execute(f"PRAGMA hard_heap_limit = {int(heap_bytes)}")
 
 
-def _worker_connection(db_path: str) -> sqlite3.Connection:
+def _worker_connection(db_path: str | Path) -> sqlite3.Connection:
     connection = _CONNECTIONS.get(db_path)
     if connection is None:
         connection = _CONNECTIONS[db_path] = connect_readonly(db_path)
@@ -230,8 +230,8 @@ def execute_one(
 
 
 def _execute_chunk(groups: Chunk, options: tuple[float, int]) -> list[ExecutionResult]:
-    """The SQL chunk function: ``groups`` of ``(db_path, queries)``, ``options`` =
-    ``(timeout_s, max_rows)``."""
+    """The SQL chunk function: ``groups`` of ``(db_path, queries)`` (a path or its string),
+    ``options`` = ``(timeout_s, max_rows)``."""
     timeout_s, max_rows = options
     results = []
     for db_path, queries in groups:
@@ -275,9 +275,6 @@ class SQLiteExecutor(WorkerPool):
                          setup=_limit_sqlite_heap, setup_args=(WORKER_SQLITE_HEAP_BYTES,))
         self.max_rows = max_rows
 
-    def execute_stream(self, jobs: Iterable[tuple[str | Path, Sequence[str]]]) -> Iterator[list[ExecutionResult]]:
-        """:meth:`WorkerPool.execute_stream` with database paths as contexts."""
-        return super().execute_stream((str(db_path), queries) for db_path, queries in jobs)
 
 
 _SPACE = re.compile(r"\s+")
@@ -335,8 +332,7 @@ class SQLiteVerifier(Verifier):
             self._executor = SQLiteExecutor(max_workers=self.max_workers, timeout_s=self.timeout_s)
         return self._executor
 
-    def normalize(self, program: str) -> str:
-        return normalize_sql(program)
+    normalize = staticmethod(normalize_sql)
 
     def context(self, row: dict) -> str:
         db_id = row["db_id"]

@@ -278,11 +278,8 @@ def verify_stream(context: StageContext, rows: Iterable[dict]) -> Iterator[dict]
         row, programs, index = pending.popleft()
         executed = iter(executed)
         outcomes = [next(executed) if program else unparsed for program in programs]
-        counts = [0] * len(programs)
-        for position in index:
-            counts[position] += 1
         vote = majority_vote(row["candidates"], outcomes, row["candidate_logprobs"], (programs, index),
-                             verifier.cluster_labels(outcomes, counts))
+                             verifier.cluster_labels(outcomes, index))
         context.count(valid_count, vote.num_executable)
         yield {
             **row,
