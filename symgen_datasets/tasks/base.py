@@ -305,6 +305,11 @@ class Task:
         """Render one of the task's prompt templates."""
         return prompts.render(template, package=self.template_package, **context)
 
+    def prompt_context(self, knowledge: TaskKnowledge) -> dict[str, Any]:
+        """What the task's knowledge adds to both prompts' templates (e.g. MTOP's label list);
+        nothing by default."""
+        return {}
+
     def template_hashes(self) -> dict[str, str]:
         """SHA-256 (12 hex digits) of each prompt template, for cards and cache keys."""
         return {name: prompts.template_hash(name, package=self.template_package)
@@ -352,9 +357,11 @@ class Task:
         demos = list(demonstrations)
         rng.shuffle(demos)
 
+        extras = self.prompt_context(knowledge)
+
         def render(num_demos: int, detail: int) -> str:
             return self.render(self.question_template, instruction=self.instruction, task=self,
-                               demonstrations=demos[:num_demos], **context).rstrip("\n")
+                               demonstrations=demos[:num_demos], **extras, **context).rstrip("\n")
 
         return self.fit_prompt(render, len(demos), count_tokens, max_tokens, f"the question-generation prompt of {self.name}")
 
@@ -366,10 +373,12 @@ class Task:
         Raises:
             InputError: the prompt cannot fit ``max_tokens``.
         """
+        extras = self.prompt_context(knowledge)
+
         def render(num_demos: int, detail: int) -> str:
             return self.render(self.answer_template, instruction=self.instruction, task=self,
                                demonstrations=list(demonstrations)[:num_demos], question=row[self.question_field],
-                               row=row)
+                               row=row, **extras)
 
         return self.fit_prompt(render, len(demonstrations), count_tokens, max_tokens, self._prompt_name(row))
 

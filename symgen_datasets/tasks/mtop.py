@@ -85,22 +85,9 @@ class MTOPTask(Task):
     def load_knowledge(self, options: dict[str, Any], snapshot_dir: str | Path | None = None) -> LabelInventory:
         return LabelInventory(options.get("labels") or self.packaged / "labels.json")
 
-    def question_prompt(self, context, knowledge: LabelInventory, demonstrations, rng, count_tokens, max_tokens=None) -> str:
-        demos = list(demonstrations)
-        rng.shuffle(demos)
-
-        def render(num_demos: int, detail: int) -> str:
-            return self.render(self.question_template, instruction=self.instruction, labels=knowledge.summary(),
-                               demonstrations=demos[:num_demos]).rstrip("\n")
-
-        return self.fit_prompt(render, len(demos), count_tokens, max_tokens, "the question-generation prompt of mtop")
-
-    def answer_prompt(self, row, knowledge: LabelInventory, demonstrations, count_tokens, max_tokens=None) -> str:
-        def render(num_demos: int, detail: int) -> str:
-            return self.render(self.answer_template, instruction=self.instruction, labels=knowledge.summary(),
-                               demonstrations=list(demonstrations)[:num_demos], question=row["question"])
-
-        return self.fit_prompt(render, len(demonstrations), count_tokens, max_tokens, self._prompt_name(row))
+    def prompt_context(self, knowledge: LabelInventory) -> dict[str, Any]:
+        """The label inventory, part of the informative prompt as in SymGen."""
+        return {"labels": knowledge.summary()}
 
     def parse_answer(self, text: str, row: dict | None = None) -> str | None:
         """The first bracketed form in a completion (a code fence's content if there is one),
