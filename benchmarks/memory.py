@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from symgen_datasets.tasks import get_task  # noqa: E402
 from tests.llm_servers import LLMServer  # noqa: E402
 
 #: runs the CLI in this process, then prints its peak RSS and its children's (kB, Linux)
@@ -87,7 +88,7 @@ def main() -> int:
     parser.add_argument("--factor", type=int, default=10, help="the large run has factor * N questions")
     parser.add_argument("--num-samples", type=int, default=2, help="K: candidates per question")
     args = parser.parse_args()
-    dev = [json.loads(line) for line in (ROOT / "tests/fixtures/geoquery_sql_dev.jsonl").read_text().splitlines()]
+    dev = [json.loads(line) for line in get_task("geoquery_sql").references_path().read_text().splitlines()]
     questions = [{"question": q["question"], "db_id": q["db_id"]} for q in dev]
 
     context = multiprocessing.get_context("spawn")

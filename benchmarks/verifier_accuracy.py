@@ -34,7 +34,7 @@ from symgen_datasets.pipeline import GenerateSettings, generate  # noqa: E402
 from symgen_datasets.tasks import get_task  # noqa: E402
 from tests.llm_servers import LLMServer, OracleResponder  # noqa: E402
 
-DEV = ROOT / "tests" / "fixtures" / "geoquery_sql_dev.jsonl"
+DEV = get_task("geoquery_sql").references_path()
 
 
 def run(dev, gold, correct, seeds, accuracy, repeat, mistakes, num_samples, min_votes, verbose) -> tuple[float, float, float]:

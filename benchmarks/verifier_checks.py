@@ -39,7 +39,6 @@ from symgen_datasets.pipeline.check import check_answers  # noqa: E402
 from symgen_datasets.tasks import get_task  # noqa: E402
 from tests.llm_servers import wrong_operator  # noqa: E402
 
-FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def read(path: Path) -> list[dict]:
@@ -164,14 +163,14 @@ def main() -> int:
         rates("spider", [{k: r[k] for k in ("question", "query", "db_id")} for r in dev],
               {"a token dropped": drop_token, "a table name misspelt": misspell_table},
               {"db_dir": str(args.spider / "database")})
-    rates("nl2bash", read(FIXTURES / "nl2bash_dev.jsonl"),
+    rates("nl2bash", read(get_task("nl2bash").references_path()),
           {"a token dropped": drop_token, "an unknown first utility": unknown_utility})
     labels = json.loads((ROOT / "symgen_datasets/tasks/data/mtop/labels.json").read_text())
-    rates("mtop", read(FIXTURES / "mtop_dev.jsonl"),
+    rates("mtop", read(get_task("mtop").references_path()),
           {"a label swapped (same kind)": swap_label(labels["intents"] + labels["slots"]),
            "an intent made a slot": intent_as_slot, "slot words not in the question": slot_text_not_in_question,
            "a bracket dropped": drop_bracket})
-    rates("break", read(FIXTURES / "break_dev.jsonl"),
+    rates("break", read(get_task("break").references_path()),
           {"a step reference broken": broken_reference, "a step's return dropped": drop_return,
            "two steps swapped": swap_steps})
     rates("python", list(read_problems().values()),

@@ -75,7 +75,38 @@ def _parser(task=None) -> argparse.ArgumentParser:
         "the source cannot be read. Options of the dataset's task (e.g. --db-dir DIR) may follow.",
     )
     verify.add_argument("source", help="a dataset folder, or REPO_ID[@REVISION] on the Hub")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score predictions, an LLM (few-shot) or a trained task model on real references",
+        description="Score a task's programs against real reference rows (default: the task's packaged dev set) "
+        "with the task's metrics (SQL: execution accuracy as the official Spider test-suite evaluator, exact match, "
+        "valid SQL, hardness). The predictions come from MODEL (a model folder or a Hub id[@revision] trained by "
+        "`symgen train`), from --generator (the LLM prompted with the demonstrations) or from --predictions. "
+        "Writes metrics.json and predictions.jsonl. `symgen evaluate --task TASK --help` shows the task's options.",
+    )
+    evaluate.add_argument("model", nargs="?", help="a task model folder or Hub model id[@REVISION]")
+    evaluate.add_argument("--task", help="task name (see `symgen tasks`); default: the model's")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--predictions", metavar="FILE", help="JSONL, one row per reference row, in order, with the "
+                        "task's answer field (e.g. query)")
+    source.add_argument("--generator", metavar="SPEC", help=f"an LLM prompted few-shot with the task's demonstrations: {SPEC_HELP}")
+    evaluate.add_argument("--references", metavar="FILE", help="the real rows with gold programs, JSONL or a JSON array "
+                          "such as Spider's dev.json (default: the task's packaged dev set)")
+    evaluate.add_argument("--demos", metavar="FILE", help="with --generator: demonstrations (default: the task's packaged ones)")
+    evaluate.add_argument("--timeout", dest="timeout_s", type=float, metavar="S",
+                          help="time limit of executing one prediction in seconds (default: the task's; SQL 60 as the official evaluator)")
+    evaluate.add_argument("--batch-size", type=int, default=16, metavar="N", help="with MODEL: questions per generation batch (default: 16)")
+    evaluate.add_argument("--output-dir", metavar="DIR", help="where metrics.json and predictions.jsonl go "
+                          "(default: symgen-evaluations/TASK-TIMESTAMP)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the requests (default: 0)")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
+    _task_options(evaluate, task if task is not None and "evaluate" in _TASK_COMMANDS else None)
     return parser
+
+
+#: Commands whose task's options join the parser (the task is a positional or --task).
+_TASK_COMMANDS = ("generate", "check", "evaluate")
 
 
 def _task_options(parser: argparse.ArgumentParser, task) -> None:
@@ -211,6 +242,63 @@ def _verify(args: argparse.Namespace, extra: list[str]) -> int:
     return 0 if report.identical else EXIT_DIFFERENCES
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import datetime
+    import json
+    from functools import partial
+
+    from .pipeline import evaluate as evaluation
+    from .tasks import get_task
+
+    if args.model is None and args.task is None:
+        raise InputError("give --task TASK (or a task model, whose task is known)")
+    if args.model is not None and (args.predictions or args.generator):
+        raise InputError("give one source of predictions: MODEL, --generator or --predictions")
+    if args.model is None and not (args.predictions or args.generator):
+        raise InputError("give the predictions to score: MODEL, --generator SPEC or --predictions FILE")
+    if args.demos and not args.generator:
+        raise InputError("--demos is used with --generator")
+    task = get_task(args.task)
+    details: dict = {}
+    if args.predictions:
+        source = f"predictions:{args.predictions}"
+
+        def predict(rows, knowledge):
+            return evaluation.read_predictions(args.predictions, task, len(rows))
+    else:
+        from .generators import EventLoopThread, from_spec
+
+        demonstrations = task.load_demonstrations(args.demos)
+        generator = from_spec(args.generator)
+        loop = EventLoopThread()
+        try:
+            loop.run(generator.connect())
+        except BaseException:
+            loop.close()
+            raise
+        source = f"generator:{generator.spec}"
+        details["generator"] = {"spec": generator.spec, "model": generator.model, "revision": generator.model_revision,
+                                "demonstrations": len(demonstrations)}
+        predict = partial(_few_shot, evaluation.few_shot_predictions, task, generator, demonstrations, loop, args.seed)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    output_dir = args.output_dir or os.path.join("symgen-evaluations", f"{task.name}-{stamp}")
+    result = evaluation.evaluate(task, predict, source, references=args.references,
+                                 task_options=_given_task_options(args), timeout_s=args.timeout_s,
+                                 output_dir=output_dir, details=details)
+    print(evaluation.format_evaluation(result))
+    if args.json:
+        print(json.dumps(result.evaluation.as_dict()))
+    return 0
+
+
+def _few_shot(predictions, task, generator, demonstrations, loop, seed, rows, knowledge):
+    try:
+        return predictions(task, rows, knowledge, generator, demonstrations, loop, seed)
+    finally:
+        loop.run(generator.aclose())
+        loop.close()
+
+
 def _parse_loose_options(extra: list[str]) -> dict:
     """``--name value`` pairs (the options of a task known only once its card is read).
 
@@ -257,13 +345,17 @@ def _show_notices() -> None:
 
 
 def _task_of(argv: list[str]):
-    """The task named on a ``generate``/``check`` command line, if it is installed (its options
-    then join the parser); ``None`` otherwise (an unknown name fails later with its message)."""
+    """The task named on a ``generate``/``check`` (positional) or ``evaluate`` (``--task``)
+    command line, if it is installed (its options then join the parser); ``None`` otherwise (an
+    unknown name fails later with its message)."""
     finder = argparse.ArgumentParser(add_help=False)
     finder.add_argument("command", nargs="?")
     finder.add_argument("task", nargs="?")
+    finder.add_argument("--task", dest="task_flag")
     found, _ = finder.parse_known_args([a for a in argv if a not in ("-h", "--help")])
-    if found.command not in ("generate", "check") or not found.task:
+    if found.command == "evaluate":
+        found.task = found.task_flag
+    if found.command not in _TASK_COMMANDS or not found.task:
         return None
     from .tasks import get_task
 
@@ -283,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "symgen"
     try:
-        parser = _parser(_task_of(argv) if argv and argv[0] in ("generate", "check") else None)
+        parser = _parser(_task_of(argv) if argv and argv[0] in _TASK_COMMANDS else None)
         args, extra = parser.parse_known_args(argv)
         command = args.command
         if extra and command != "verify":
@@ -294,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             from .tasks import get_task
 
             get_task(args.task)  # an unknown task: its own message, listing the known ones
-        return {"generate": _generate, "check": _check, "tasks": _tasks, "push": _push, "versions": _versions}[command](args)
+        return {"generate": _generate, "check": _check, "tasks": _tasks, "push": _push, "versions": _versions,
+                "evaluate": _evaluate}[command](args)
     except BudgetExhausted as stop:  # a clean, resumable stop, not a failure
         print(f"symgen {command}: {stop}", file=sys.stderr)
         return stop.exit_code

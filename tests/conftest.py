@@ -18,7 +18,7 @@ from symgen_datasets.tasks import get_task  # noqa: E402
 @pytest.fixture(scope="session")
 def geoquery_dev() -> list[dict]:
     """The 280 GeoQuery-SQL dev questions with gold SQL."""
-    return [json.loads(line) for line in (FIXTURES / "geoquery_sql_dev.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (get_task("geoquery_sql").references_path()).read_text().splitlines()]
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def geography_db() -> Path:
 
 @pytest.fixture(scope="session")
 def spider_dev_packaged() -> Path:
-    return FIXTURES / "spider_dev_packaged_dbs.json"
+    return get_task("spider").references_path()
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from symgen_datasets.cli import main
-from symgen_datasets.tasks import question_key
+from symgen_datasets.tasks import get_task, question_key
 from tests.llm_servers import LLMServer, last_question
 
 
@@ -39,7 +39,7 @@ def test_half_right_llm_over_tgi_keeps_correct_rows(tmp_path, oracle, geoquery_d
     out = tmp_path / "geo"
     with LLMServer(oracle) as server:
         status = main([
-            "generate", "geoquery_sql", "--questions", str(Path(__file__).parent / "fixtures" / "geoquery_sql_dev.jsonl"),
+            "generate", "geoquery_sql", "--questions", str(get_task("geoquery_sql").references_path()),
             "--generator", f"tgi:{server.url}", "--num-samples", "10", "--min-votes", "3",
             "--concurrency", "32", "--output", str(out),
         ])

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from symgen_datasets.cli import main
+from symgen_datasets.tasks import get_task
 from tests.hub_server import HubServer
 from tests.llm_servers import LLMServer
 
@@ -30,7 +31,7 @@ def folders(tmp_path_factory, request):
     """Two generated GeoQuery-SQL datasets (different seeds and sizes), standing for v1.0.0 and v1.1.0."""
     from tests.llm_servers import OracleResponder
 
-    dev = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "geoquery_sql_dev.jsonl").read_text().splitlines()]
+    dev = [json.loads(line) for line in get_task("geoquery_sql").references_path().read_text().splitlines()]
     oracle = OracleResponder({r["question"]: r["query"] for r in dev}, questions=[r["question"] for r in dev[:60]])
     root = tmp_path_factory.mktemp("generated")
     out = {}

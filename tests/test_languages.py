@@ -18,7 +18,6 @@ from symgen_datasets.tasks import get_task
 from symgen_datasets.verifiers.sandbox import Sandbox
 from tests.llm_servers import CORRUPTIONS, LLMServer, OracleResponder, PythonOracle
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def read(path: Path) -> list[dict]:
@@ -40,7 +39,7 @@ def generate(task_name: str, responder, rows: list[dict], tmp_path: Path, *extra
 @pytest.mark.parametrize("task_name, count, precision", [("nl2bash", 200, 0.95), ("mtop", 200, 0.97), ("break", 200, 0.97)])
 def test_parsed_languages_keep_correct_rows_from_a_half_right_llm(task_name, count, precision, tmp_path, capsys):
     task = get_task(task_name)
-    dev = read(FIXTURES / f"{task_name}_dev.jsonl")[:count]
+    dev = read(get_task(task_name).references_path())[:count]
     gold = {row[task.question_field]: row[task.answer_field] for row in dev}
     kept, out = generate(task_name, OracleResponder(gold, corrupt=CORRUPTIONS[task_name]), dev, tmp_path)
     with task.make_verifier(task.load_knowledge(task.options_with_defaults({}))) as verifier:  # same normal form as gold?
@@ -83,7 +82,7 @@ def test_python_keeps_solutions_that_pass_humaneval_tests(tmp_path, capsys):
 
 
 def test_question_generation_for_a_language_without_databases(tmp_path):
-    dev = read(FIXTURES / "break_dev.jsonl")
+    dev = read(get_task("break").references_path())
     gold = {row["question_text"]: row["decomposition"] for row in dev}
     responder = OracleResponder(gold, corrupt=CORRUPTIONS["break"], questions=[r["question_text"] for r in dev[:80]])
     out = tmp_path / "out"
@@ -99,7 +98,7 @@ def test_question_generation_for_a_language_without_databases(tmp_path):
 def test_a_builder_for_a_language_without_databases(tmp_path):
     from symgen_datasets.builders import Nl2bashSynth
 
-    dev = read(FIXTURES / "nl2bash_dev.jsonl")[:20]
+    dev = read(get_task("nl2bash").references_path())[:20]
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps({"nl": r["nl"]}) + "\n" for r in dev))
     responder = OracleResponder({r["nl"]: r["bash"] for r in dev}, corrupt=CORRUPTIONS["nl2bash"])

@@ -16,7 +16,6 @@ from symgen_datasets.pipeline.check import check_answers
 from symgen_datasets.tasks import Task, get_task, registered_tasks
 from tests.llm_servers import wrong_operator
 
-FIXTURES = Path(__file__).parent / "fixtures"
 BUILT_IN = {"break", "geoquery_sql", "mtop", "nl2bash", "python", "spider"}
 
 
@@ -63,11 +62,11 @@ def test_options_are_declared_by_the_task():
 
 
 @pytest.mark.parametrize("task, source", [
-    ("nl2bash", FIXTURES / "nl2bash_dev.jsonl"),
-    ("mtop", FIXTURES / "mtop_dev.jsonl"),
-    ("break", FIXTURES / "break_dev.jsonl"),
+    ("nl2bash", get_task("nl2bash").references_path()),
+    ("mtop", get_task("mtop").references_path()),
+    ("break", get_task("break").references_path()),
     ("python", None),
-    ("geoquery_sql", FIXTURES / "geoquery_sql_dev.jsonl"),
+    ("geoquery_sql", get_task("geoquery_sql").references_path()),
 ])
 def test_symgen_check_accepts_at_least_99_percent_of_real_gold_answers(task, source, capsys, tmp_path):
     source = source or humaneval_path()  # HumanEval's 164 canonical solutions, with their own tests
@@ -105,9 +104,9 @@ def test_structural_corruptions_are_always_rejected(tmp_path):
     """A broken reference, an unknown utility, an intent turned into a slot, slot words that are
     not in the question, a dropped bracket: never valid. (Corruptions that leave an answer well
     formed are measured, not asserted: benchmarks/verifier_checks.py.)"""
-    bash = [row for row in read(FIXTURES / "nl2bash_dev.jsonl") if not row["bash"].startswith(("$", "~"))][:300]
-    mtop = read(FIXTURES / "mtop_dev.jsonl")[:300]
-    qdmr = read(FIXTURES / "break_dev.jsonl")[:300]
+    bash = [row for row in read(get_task("nl2bash").references_path()) if not row["bash"].startswith(("$", "~"))][:300]
+    mtop = read(get_task("mtop").references_path())[:300]
+    qdmr = read(get_task("break").references_path())[:300]
     cases = {
         "nl2bash": corrupted("nl2bash", bash, lambda a, rng: re.sub(r"^\s*\S+", "frobnicate", a, count=1)),
         "mtop": corrupted("mtop", mtop, lambda a, rng: a.replace("[IN:", "[SL:", 1))

@@ -20,11 +20,14 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 from .. import prompts
 from ..errors import InputError
 from ..io import MAX_INPUT_CHARS, check_lengths, read_records, validate_record
+
+if TYPE_CHECKING:
+    from ..metrics import Evaluation
 
 #: SymGen's question length filter: keep generated questions with MIN_WORDS < words < MAX_WORDS.
 MIN_WORDS, MAX_WORDS = 5, 40
@@ -38,6 +41,12 @@ def fenced_code(text: str) -> str:
     them), or ``text`` itself when it has none."""
     fenced = _FENCE.search(text)
     return fenced.group(1) if fenced else text
+
+
+def check_aligned(references: Sequence, predictions: Sequence) -> None:
+    """Raise ``ValueError`` unless there is one prediction per reference row."""
+    if len(references) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} reference rows; give one per row, in order")
 
 
 def question_key(question: str) -> str:
@@ -121,6 +130,8 @@ class Task:
         prompt_token_budget: prompts are fitted to this many tokens (or fewer when the model's
             context is shorter).
         sampling: token limits and stop sequences per stage.
+        dev_file: the packaged real dev set (in :attr:`packaged`), the default references of
+            evaluation; ``None`` when the task ships none.
 
     Class attributes (the family's declarations):
         family: the language family (``text-to-sql``, ``nl2bash``...).
@@ -137,6 +148,10 @@ class Task:
         options: the options the task declares (:class:`TaskOption`).
         filter_question_length: apply SymGen's question length filter to generated questions.
         verifier_class: the class of the task's verifier (:meth:`make_verifier` builds one).
+        primary_metric: the name of the main metric of :meth:`evaluate` (what training keeps
+            the best checkpoint by and S3 tracks).
+        reference_fields: fields a reference row needs besides :attr:`demonstration_fields`
+            for :meth:`evaluate` (e.g. a problem's own tests).
     """
 
     name: str
@@ -150,6 +165,7 @@ class Task:
     default_num_questions: int = 20
     prompt_token_budget: int = 1536
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    dev_file: str | None = "dev.jsonl"
 
     family: ClassVar[str] = ""
     question_field: ClassVar[str] = "question"
@@ -166,6 +182,8 @@ class Task:
     options: ClassVar[tuple[TaskOption, ...]] = ()
     filter_question_length: ClassVar[bool] = True
     verifier_class: ClassVar[type | None] = None
+    primary_metric: ClassVar[str] = "exact_match"
+    reference_fields: ClassVar[tuple[str, ...]] = ()
 
     # --- fields, schemas, packaged data --------------------------------------------------------
 
@@ -457,6 +475,81 @@ class Task:
     def training_target(self, row: dict) -> str:
         """The text a task model writes for ``row``: its program."""
         return row[self.answer_field]
+
+    # --- evaluation (predictions against real references) -------------------------------------
+
+    def references_path(self) -> Path | None:
+        """The packaged real dev set (:attr:`dev_file`), or ``None`` when the task ships none."""
+        if self.dev_file is None:
+            return None
+        path = self.packaged / self.dev_file
+        return path if path.is_file() else None
+
+    @property
+    def reference_schema(self) -> dict:
+        """JSON Schema of a reference row (other fields are allowed and ignored)."""
+        return self._object_schema(f"{self.name} reference", (*self.demonstration_fields, *self.reference_fields),
+                                   f"A real {self.name} example with its gold program, for evaluation.")
+
+    def load_references(self, path: str | Path | None, knowledge: TaskKnowledge,
+                        max_chars: int = MAX_INPUT_CHARS) -> list[dict[str, str]]:
+        """Read and validate reference rows (JSON Lines or a JSON array such as Spider's
+        ``dev.json``) with :attr:`demonstration_fields` and :attr:`reference_fields`.
+
+        Args:
+            path: the file; ``None`` for the packaged dev set (:meth:`references_path`).
+            knowledge: checks each row's context (e.g. that its ``db_id`` exists).
+
+        Returns:
+            Rows with those fields only, in file order.
+
+        Raises:
+            InputError: no file given and none packaged; malformed JSON, a missing or overlong
+                field, or a context the knowledge cannot serve (naming file and line); no row.
+        """
+        if path is None:
+            path = self.references_path()
+            if path is None:
+                raise InputError(f"task {self.name} ships no dev set; give the real references with --references FILE")
+        fields = (*self.demonstration_fields, *self.reference_fields)
+        schema = self.reference_schema
+        rows = []
+        for where, record in read_records(path):
+            check_lengths(record, fields, max(max_chars, 4 * MAX_INPUT_CHARS), where)
+            validate_record(record, schema, where)
+            knowledge.check_record(record, where)
+            rows.append({name: record[name] for name in fields})
+        if not rows:
+            raise InputError(f"{path}: no reference rows; expected JSON lines with {', '.join(fields)}")
+        return rows
+
+    def evaluate(self, references: Sequence[dict], predictions: Sequence[str | None], knowledge: TaskKnowledge,
+                 timeout_s: float = 10.0) -> "Evaluation":
+        """Score ``predictions`` (programs, one per reference row, in order; ``None`` for no
+        prediction, always wrong) against the references' gold programs.
+
+        The base class scores exact match after folding white space; families override it with
+        their field's metrics (see :mod:`symgen_datasets.metrics`).
+
+        Args:
+            references: rows from :meth:`load_references`.
+            predictions: as many as ``references``.
+            knowledge: from :meth:`load_knowledge` (databases, sandbox...).
+            timeout_s: the time limit of running one prediction, for tasks that execute them.
+
+        Returns:
+            An :class:`~symgen_datasets.metrics.Evaluation` whose ``primary`` is
+            :attr:`primary_metric`.
+
+        Raises:
+            ValueError: ``predictions`` and ``references`` differ in length.
+        """
+        from ..metrics import Evaluation, share
+
+        check_aligned(references, predictions)
+        rows = [{"correct": p is not None and " ".join(p.split()) == " ".join(r[self.answer_field].split())}
+                for r, p in zip(references, predictions)]
+        return Evaluation({"exact_match": share([r["correct"] for r in rows])}, "exact_match", rows)
 
     # --- cards -------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 from ..errors import InputError
 from ..verifiers.top import TOPVerifier, parse_top
-from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, fenced_code
+from ..metrics.text import mtop_scores
+from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, check_aligned, fenced_code
 
 
 class LabelInventory(TaskKnowledge):
@@ -105,6 +106,12 @@ class MTOPTask(Task):
 
     def make_verifier(self, knowledge: LabelInventory, timeout_s: float = 5.0) -> TOPVerifier:
         return TOPVerifier(knowledge, timeout_s=timeout_s, question_field=self.question_field)
+
+    def evaluate(self, references, predictions, knowledge, timeout_s: float = 10.0):
+        """Exact match and template accuracy (SymGen's MTOP evaluator); see
+        :func:`symgen_datasets.metrics.text.mtop_scores`."""
+        check_aligned(references, predictions)
+        return mtop_scores([p or "" for p in predictions], [r[self.answer_field] for r in references])
 
     def card_summary(self) -> str:
         return ("Synthetic MTOP data: requests (`question`) with TOP logical forms (`logical_form`). Every candidate "

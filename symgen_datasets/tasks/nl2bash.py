@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 from ..errors import InputError
 from ..verifiers.bash import BashVerifier
-from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, fenced_code
+from ..metrics.text import bash_scores
+from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, check_aligned, fenced_code
 
 
 class UtilityInventory(TaskKnowledge):
@@ -65,6 +66,7 @@ class NL2BashTask(Task):
                    "inventory (from NL2Bash's training data)", metavar="FILE"),
     )
     verifier_class: ClassVar[type] = BashVerifier
+    primary_metric: ClassVar[str] = "char_bleu"
 
     def load_knowledge(self, options: dict[str, Any], snapshot_dir: str | Path | None = None) -> UtilityInventory:
         return UtilityInventory(options.get("utilities") or self.packaged / "utilities.json")
@@ -78,6 +80,12 @@ class NL2BashTask(Task):
             if line:
                 return line
         return None
+
+    def evaluate(self, references, predictions, knowledge, timeout_s: float = 10.0):
+        """Character-level corpus BLEU (SymGen's metric) and exact match; see
+        :func:`symgen_datasets.metrics.text.bash_scores`."""
+        check_aligned(references, predictions)
+        return bash_scores([p or "" for p in predictions], [r[self.answer_field] for r in references])
 
     def card_summary(self) -> str:
         return ("Synthetic NL2Bash data: natural-language descriptions (`nl`) with Bash command lines (`bash`). "

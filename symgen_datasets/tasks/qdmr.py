@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..verifiers.qdmr import QDMRVerifier
-from .base import SamplingDefaults, Task, fenced_code
+from ..metrics.text import qdmr_scores
+from .base import SamplingDefaults, Task, check_aligned, fenced_code
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class BreakTask(Task):
             if re.match(r"^return\b", line, re.I):
                 return " ".join(line.split())
         return None
+
+    def evaluate(self, references, predictions, knowledge, timeout_s: float = 10.0):
+        """Normalised exact match of decompositions; see
+        :func:`symgen_datasets.metrics.text.qdmr_scores`."""
+        check_aligned(references, predictions)
+        return qdmr_scores([p or "" for p in predictions], [r[self.answer_field] for r in references])
 
     def card_summary(self) -> str:
         return ("Synthetic Break data: questions (`question_text`) with QDMR decompositions (`decomposition`). Every "

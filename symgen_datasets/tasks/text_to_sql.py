@@ -16,8 +16,9 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import sqlparse
 
+from ..metrics.sql import OFFICIAL_TIMEOUT_S, sql_scores
 from ..verifiers import SQLiteVerifier
-from .base import SamplingDefaults, Task, TaskOption
+from .base import SamplingDefaults, Task, TaskOption, check_aligned
 from .databases import Database, DatabaseDirectory, format_rows
 
 _FENCE = re.compile(r"```(?:sql|sqlite)?\s*\n?(.*?)(?:```|$)", re.S | re.I)
@@ -46,10 +47,17 @@ class TextToSQLTask(Task):
     Knowledge: a :class:`DatabaseDirectory` (``--db-dir``, default: the packaged databases),
     snapshotted once per run. Verifier: :class:`~symgen_datasets.verifiers.SQLiteVerifier`.
     Question generation goes round the databases; a task model reads the question and, when the
-    task has several databases, the schema (serialised as in the prompts).
+    task has several databases, the schema (serialised as in the prompts). Evaluation: execution
+    accuracy with the official Spider test-suite evaluator's semantics, exact match after
+    normalisation, the valid-SQL rate and, where ``report_hardness``, Spider's hardness levels
+    (see :mod:`symgen_datasets.metrics.sql`).
+
+    Instance attributes (besides :class:`Task`'s):
+        report_hardness: break evaluation down by Spider's hardness levels.
     """
 
     sampling: SamplingDefaults = _sql_sampling()
+    report_hardness: bool = False
 
     family: ClassVar[str] = "text-to-sql"
     question_field: ClassVar[str] = "question"
@@ -68,6 +76,7 @@ class TextToSQLTask(Task):
         TaskOption("db_dir", "folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases", metavar="DIR"),
     )
     verifier_class: ClassVar[type] = SQLiteVerifier
+    primary_metric: ClassVar[str] = "execution_accuracy"
 
     # --- knowledge -----------------------------------------------------------------------------
 
@@ -191,6 +200,14 @@ class TextToSQLTask(Task):
             return row["question"]
         return f"{self.schema_text(knowledge.get(row['db_id']))}\n-- Question: {row['question']}"
 
+    def evaluate(self, references: Sequence[dict], predictions: Sequence[str | None], knowledge: DatabaseDirectory,
+                 timeout_s: float = OFFICIAL_TIMEOUT_S):
+        """Execution accuracy (the official Spider test-suite evaluator's semantics, one database
+        per ``db_id``), exact match, valid SQL and, where :attr:`report_hardness`, the breakdown
+        by hardness; see :func:`symgen_datasets.metrics.sql.sql_scores`."""
+        check_aligned(references, predictions)
+        return sql_scores(references, predictions, knowledge.path, timeout_s=timeout_s, by_hardness=self.report_hardness)
+
     def card_summary(self) -> str:
         return ("Synthetic text-to-SQL data: questions with SQL queries (Spider's field names `question`, `query`, "
                 "`db_id`); every candidate query was executed on the real database and a question was kept only when "
@@ -205,6 +222,8 @@ SPIDER = TextToSQLTask(
     source_datasets=("xlangai/spider",),
     data_dir="spider",
     instruction="SQLite database of the Spider benchmark.",
+    dev_file="dev.json",
+    report_hardness=True,
 )
 
 GEOQUERY_SQL = TextToSQLTask(
