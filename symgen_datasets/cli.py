@@ -11,9 +11,11 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .errors import EXIT_DIFFERENCES, EXIT_INTERRUPTED, BudgetExhausted, InputError, SymgenError
 from .generators import SPEC_HELP
+from .tasks.base import parse_task_flags
 
 
 def _parser(task=None) -> argparse.ArgumentParser:
@@ -100,8 +102,42 @@ def _parser(task=None) -> argparse.ArgumentParser:
     evaluate.add_argument("--output-dir", metavar="DIR", help="where metrics.json and predictions.jsonl go "
                           "(default: symgen-evaluations/TASK-TIMESTAMP)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the requests (default: 0)")
+    evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate on the first N reference rows only")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
     _task_options(evaluate, task if task is not None and "evaluate" in _TASK_COMMANDS else None)
+
+    commands.add_parser("train", add_help=False, help="fine-tune a small task model on a dataset (Accelerate; "
+                        "`symgen train --help` lists its flags)")
+
+    push_model = commands.add_parser(
+        "push-model",
+        help="publish a task model folder as a tagged version, with its model card",
+        description="Upload a task model folder (written by `symgen train`; checkpoints left out) to a Hub model "
+        "repository in one commit and tag it vX.Y.Z, with its card re-rendered for the repository. Existing tags "
+        "are never moved.",
+    )
+    push_model.add_argument("folder", help="a folder written by `symgen train`")
+    push_model.add_argument("repo_id", help="namespace/name of the model repository (created if needed)")
+    push_model.add_argument("--version", required=True, metavar="X.Y.Z", help="the version; tagged vX.Y.Z")
+    _hub_options(push_model)
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="re-derive a published task model's numbers from its artifacts",
+        description="Download a task model and, from its card, the evaluation it reports (task, references and "
+        "their sha256, dataset revision); evaluate it again and print reported and reproduced metrics side by "
+        "side. Exit status 1 when a metric differs by more than --tolerance. The task's options (e.g. --db-dir DIR) "
+        "may follow.",
+    )
+    reproduce.add_argument("model", help="a model folder, or REPO_ID[@REVISION] on the Hub")
+    reproduce.add_argument("--references", metavar="FILE", help="the evaluation file the card names, when it is not "
+                           "the task's packaged dev set (its sha256 is checked)")
+    reproduce.add_argument("--tolerance", type=float, default=0.005, help="largest accepted difference of a metric (default: 0.005)")
+    reproduce.add_argument("--retrain", action="store_true", help="also re-train from the card's dataset revision and "
+                           "settings, and compare that model's metrics too")
+    reproduce.add_argument("--output-dir", metavar="DIR", help="with --retrain: where the re-trained model goes "
+                           "(default: a temporary folder)")
+    reproduce.add_argument("--batch-size", type=int, metavar="N", help="generation batch (default: the card's)")
     return parser
 
 
@@ -233,7 +269,7 @@ def _versions(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace, extra: list[str]) -> int:
     from .hub import reverify
 
-    report = reverify(args.source, _parse_loose_options(extra))
+    report = reverify(args.source, parse_task_flags(extra))
     for line in report.differences:
         print(line)
     print(f"re-executed the {report.candidates_checked} published candidates and compared their stored outcomes")
@@ -258,9 +294,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise InputError("give the predictions to score: MODEL, --generator SPEC or --predictions FILE")
     if args.demos and not args.generator:
         raise InputError("--demos is used with --generator")
+    if args.model is not None and args.task is None:
+        from .training.task_model import TaskModelConfig, download_model
+
+        folder = Path(args.model) if Path(args.model).is_dir() else download_model(args.model)[0]
+        args.task = TaskModelConfig.load(folder).task
     task = get_task(args.task)
     details: dict = {}
-    if args.predictions:
+    if args.model is not None:
+        predict, details = evaluation.model_predictions(args.model, task, args.batch_size)
+        source = f"model:{args.model}"
+    elif args.predictions:
         source = f"predictions:{args.predictions}"
 
         def predict(rows, knowledge):
@@ -283,12 +327,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     output_dir = args.output_dir or os.path.join("symgen-evaluations", f"{task.name}-{stamp}")
     result = evaluation.evaluate(task, predict, source, references=args.references,
-                                 task_options=_given_task_options(args), timeout_s=args.timeout_s,
-                                 output_dir=output_dir, details=details)
+                                 task_options={**_given_task_options(args), **args.loose_options}, timeout_s=args.timeout_s,
+                                 output_dir=output_dir, details=details, limit=args.limit)
     print(evaluation.format_evaluation(result))
     if args.json:
         print(json.dumps(result.evaluation.as_dict()))
     return 0
+
+
+def _push_model(args: argparse.Namespace) -> int:
+    from .hub.push_model import push_model
+
+    result = push_model(args.folder, args.repo_id, args.version, private=args.private, revision=args.revision,
+                        commit_message=args.commit_message)
+    parent = f" (parent {result.parent_tag})" if result.parent_tag else ""
+    print(f"pushed {result.repo_id} {result.tag}{parent}: commit {result.commit}")
+    print(f"reproduce it with: symgen reproduce {result.repo_id}@{result.tag}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .hub.reproduce import format_report, reproduce
+
+    report = reproduce(args.model, references=args.references, task_options=args.loose_options,
+                       tolerance=args.tolerance, retrain=args.retrain, output_dir=args.output_dir,
+                       batch_size=args.batch_size)
+    print(format_report(report))
+    return 0 if report.reproduced_ok else EXIT_DIFFERENCES
 
 
 def _few_shot(predictions, task, generator, demonstrations, loop, seed, rows, knowledge):
@@ -297,27 +362,6 @@ def _few_shot(predictions, task, generator, demonstrations, loop, seed, rows, kn
     finally:
         loop.run(generator.aclose())
         loop.close()
-
-
-def _parse_loose_options(extra: list[str]) -> dict:
-    """``--name value`` pairs (the options of a task known only once its card is read).
-
-    Raises:
-        InputError: anything that is not ``--name value``.
-    """
-    options = {}
-    items = list(extra)
-    while items:
-        flag = items.pop(0)
-        name, equals, value = flag.partition("=")
-        if not name.startswith("--") or len(name) < 3:
-            raise InputError(f"unexpected argument {flag!r}; task options look like --db-dir DIR")
-        if not equals:
-            if not items:
-                raise InputError(f"{flag}: expects a value")
-            value = items.pop(0)
-        options[name[2:].replace("-", "_")] = value
-    return options
 
 
 class _ProgressFriendlyHandler(logging.Handler):
@@ -376,10 +420,18 @@ def main(argv: list[str] | None = None) -> int:
     command = "symgen"
     try:
         parser = _parser(_task_of(argv) if argv and argv[0] in _TASK_COMMANDS else None)
+        if argv and argv[0] == "train":
+            command = "train"
+            from .training.finetune import main as train
+
+            return train(argv[1:])
         args, extra = parser.parse_known_args(argv)
         command = args.command
-        if extra and command != "verify":
+        if extra and command not in ("verify", "evaluate", "reproduce"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if command == "evaluate" and extra and args.task is not None and _task_of(argv) is not None:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")  # the task's own flags are known here
+        args.loose_options = parse_task_flags(extra) if command in ("evaluate", "reproduce") else {}
         if command == "verify":
             return _verify(args, extra)
         if command in ("generate", "check"):
@@ -387,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
 
             get_task(args.task)  # an unknown task: its own message, listing the known ones
         return {"generate": _generate, "check": _check, "tasks": _tasks, "push": _push, "versions": _versions,
-                "evaluate": _evaluate}[command](args)
+                "evaluate": _evaluate, "push-model": _push_model, "reproduce": _reproduce}[command](args)
     except BudgetExhausted as stop:  # a clean, resumable stop, not a failure
         print(f"symgen {command}: {stop}", file=sys.stderr)
         return stop.exit_code

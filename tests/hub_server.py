@@ -1,9 +1,10 @@
 """A Hub-compatible HTTP server on 127.0.0.1 for tests (test infrastructure, not product code).
 
-It implements what huggingface_hub and datasets call for dataset repositories: repo create (409
-with ``url`` when it exists), repo info by revision, preupload, commit (NDJSON, with the LFS batch
-protocol and uploads for large files), refs, tags, branches, tree, paths-info, resolve (with
-Range) and validate-yaml. Repositories live in memory; every commit is a full snapshot.
+It implements what huggingface_hub and datasets call for dataset and model repositories: repo
+create (409 with ``url`` when it exists), repo info by revision, preupload, commit (NDJSON, with
+the LFS batch protocol and uploads for large files), refs, tags, branches, tree, paths-info,
+resolve (with Range) and validate-yaml. Repositories live in memory (datasets in ``repos``, models
+in ``models``); every commit is a full snapshot.
 
 Clients need ``HF_ENDPOINT`` set to :attr:`HubServer.url`, ``HF_HUB_DISABLE_XET=1`` and a token
 (any string); a private repository answers 404 to requests without one.
@@ -100,8 +101,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"Invalid rev id: {unquote(revision)}", code="RevisionNotFound")
         return repo, commit
 
+    @property
+    def _store(self) -> dict[str, Repo]:
+        return self.hub.models if getattr(self, "kind", "dataset") == "model" else self.hub.repos
+
+    def _route(self, path: str, pattern: str) -> re.Match | None:
+        """Match ``pattern`` (written for datasets: ``/api/datasets/...``, ``/datasets/...``)
+        against ``path`` for a dataset or a model repository, and remember which."""
+        if m := re.fullmatch(pattern, path):
+            self.kind = "dataset"
+            return m
+        model_pattern = pattern.replace("/api/datasets/", "/api/models/")
+        if model_pattern.startswith("/datasets/"):
+            model_pattern = model_pattern[len("/datasets"):]
+        if m := re.fullmatch(model_pattern, path):
+            self.kind = "model"
+            return m
+        return None
+
     def _repo(self, repo_id: str) -> Repo | None:
-        repo = self.hub.repos.get(repo_id)
+        repo = self._store.get(repo_id)
         if repo is None or (repo.private and not self._authorized()):
             self._error(404, "Repository not found", code="RepoNotFound")
             return None
@@ -117,13 +136,13 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         path = url.path
         query = parse_qs(url.query)
-        if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)(?:/revision/(.+))?", path):
-            return self._info(m.group(1), m.group(2) or "main")
-        if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/refs", path):
+        if m := self._route(path, r"/api/datasets/([^/]+/[^/]+)/refs"):
             return self._refs(m.group(1))
-        if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path):
+        if m := self._route(path, r"/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?"):
             return self._tree(m.group(1), m.group(2), unquote(m.group(3) or ""), query.get("recursive", ["false"])[0] in ("true", "True", "1"))
-        if m := re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
+        if m := self._route(path, r"/api/datasets/([^/]+/[^/]+)(?:/revision/(.+))?"):
+            return self._info(m.group(1), m.group(2) or "main")
+        if m := self._route(path, r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)"):
             return self._resolve(m.group(1), m.group(2), unquote(m.group(3)))
         if path == "/api/whoami-v2":
             return self._send(200, {"type": "user", "name": "symgen", "orgs": [], "auth": {"accessToken": {"role": "write"}}})
@@ -142,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self):
         self.hub.calls.append(("DELETE", self.path))
         self._read()
-        if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tag/(.+)", urlparse(self.path).path):
+        if m := self._route(urlparse(self.path).path, r"/api/datasets/([^/]+/[^/]+)/tag/(.+)"):
             repo = self._repo(m.group(1))
             if repo is not None:
                 if repo.tags.pop(unquote(m.group(2)), None) is None:
@@ -160,37 +179,38 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._create(json.loads(body))
             if path == "/api/validate-yaml":
                 return self._send(200, {"errors": [], "warnings": []})
-            if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/preupload/(.+)", path):
+            if m := self._route(path, r"/api/datasets/([^/]+/[^/]+)/preupload/(.+)"):
                 return self._preupload(m.group(1), m.group(2), json.loads(body))
-            if m := re.fullmatch(r"/datasets/([^/]+/[^/]+)\.git/info/lfs/objects/batch", path):
+            if m := self._route(path, r"/datasets/([^/]+/[^/]+)\.git/info/lfs/objects/batch"):
                 return self._lfs_batch(m.group(1), json.loads(body))
-            if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/commit/(.+)", path):
+            if m := self._route(path, r"/api/datasets/([^/]+/[^/]+)/commit/(.+)"):
                 return self._commit(m.group(1), m.group(2), body)
-            if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tag/(.+)", path):
+            if m := self._route(path, r"/api/datasets/([^/]+/[^/]+)/tag/(.+)"):
                 return self._tag(m.group(1), m.group(2), json.loads(body or b"{}"))
-            if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/branch/(.+)", path):
+            if m := self._route(path, r"/api/datasets/([^/]+/[^/]+)/branch/(.+)"):
                 return self._branch(m.group(1), unquote(m.group(2)), json.loads(body or b"{}"))
-            if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/paths-info/(.+)", path):
+            if m := self._route(path, r"/api/datasets/([^/]+/[^/]+)/paths-info/(.+)"):
                 return self._paths_info(m.group(1), m.group(2), body)
         self._error(404, f"no route POST {path}")
 
     # --- handlers ----------------------------------------------------------------------------
 
     def _url(self, repo_id: str) -> str:
-        return f"{self.hub.url}/datasets/{repo_id}"
+        return f"{self.hub.url}/{repo_id}" if getattr(self, "kind", "dataset") == "model" else f"{self.hub.url}/datasets/{repo_id}"
 
     def _create(self, payload: dict):
-        if payload.get("type") != "dataset":
-            return self._error(400, "this test Hub serves dataset repositories only")
+        if payload.get("type") not in ("dataset", "model", None):
+            return self._error(400, "this test Hub serves dataset and model repositories only")
+        self.kind = payload.get("type") or "model"
         repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else f"symgen/{payload['name']}"
-        if repo_id in self.hub.repos:
-            return self._error(409, "You already created this dataset repo", url=self._url(repo_id))
+        if repo_id in self._store:
+            return self._error(409, f"You already created this {self.kind} repo", url=self._url(repo_id))
         private = payload.get("private") or payload.get("visibility") == "private"
         repo = Repo(repo_id, bool(private))
         initial = self.hub.new_commit(None, {".gitattributes": b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"}, "initial commit")
         repo.commits[initial.sha] = initial
         repo.branches["main"] = initial.sha
-        self.hub.repos[repo_id] = repo
+        self._store[repo_id] = repo
         self._send(200, {"url": self._url(repo_id), "name": repo_id, "id": repo_id})
 
     def _entry(self, path: str, content: bytes, expand: bool = False) -> dict:
@@ -383,7 +403,8 @@ class HubServer:
 
     Attributes:
         url: the endpoint to put in ``HF_ENDPOINT``.
-        repos: repo id -> :class:`Repo`.
+        repos: dataset repo id -> :class:`Repo`.
+        models: model repo id -> :class:`Repo`.
         calls: ``(method, path)`` of every request, in order.
         commit_count: commits made through the API (repo creation excluded).
     """
@@ -395,6 +416,7 @@ class HubServer:
 
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
+        self.models: dict[str, Repo] = {}
         self.lfs: dict[str, bytes] = {}
         self.calls: list[tuple[str, str]] = []
         self.commit_count = 0

@@ -186,6 +186,21 @@ def embedded_cache_dir() -> Path:
     return root / "models" / "smollm2-135m-instruct-q4_1"
 
 
+def _drop_quantization_config(path: Path) -> None:
+    """Remove the GGUF ``quantization_config`` a de-quantised copy inherits from the GGUF load:
+    its weights are plain float32, and with the entry transformers treats the model as quantized
+    (no ``save_pretrained``, so no fine-tuning of it). Rewritten atomically, only when present."""
+    import json
+
+    config = json.loads(path.read_text())
+    if "quantization_config" not in config:
+        return
+    del config["quantization_config"]
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
 def prepare_embedded_model() -> Path:
     """Make sure the embedded model is available as a regular transformers folder and return it.
 
@@ -200,6 +215,7 @@ def prepare_embedded_model() -> Path:
     """
     target = embedded_cache_dir()
     if (target / "config.json").is_file():
+        _drop_quantization_config(target / "config.json")
         return target
     gguf = embedded_gguf()
     try:
@@ -215,6 +231,7 @@ def prepare_embedded_model() -> Path:
     staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    _drop_quantization_config(staging / "config.json")
     try:
         staging.rename(target)
     except OSError:  # another process finished first

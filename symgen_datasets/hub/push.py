@@ -48,6 +48,27 @@ def hub_errors(what: str) -> Iterator[None]:
         raise
 
 
+def repo_reference(source: str, what: str) -> tuple[str, str | None]:
+    """``"namespace/name@revision"`` -> ``("namespace/name", "revision")`` (revision ``None``
+    when absent).
+
+    Raises:
+        InputError: not a valid repository id; the message says ``source`` is neither ``what``
+            nor a Hub reference.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id, _, revision = source.partition("@")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        repo_id = ""
+    if repo_id.count("/") != 1:
+        raise InputError(f"{source}: neither {what} nor REPO_ID[@REVISION] on the Hub (e.g. symgen/spider-synth@v1.0.0)")
+    return repo_id, revision or None
+
+
 def parse_version(version: str) -> tuple[int, int, int]:
     """``"1.2.3"`` -> ``(1, 2, 3)``.
 
@@ -60,11 +81,11 @@ def parse_version(version: str) -> tuple[int, int, int]:
     return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
 
 
-def version_tags(api: HfApi, repo_id: str) -> dict[tuple[int, int, int], tuple[str, str]]:
+def version_tags(api: HfApi, repo_id: str, repo_type: str = "dataset") -> dict[tuple[int, int, int], tuple[str, str]]:
     """The repository's version tags: ``(major, minor, patch) -> (tag, commit)``; ``{}`` when the
     repository does not exist yet."""
     try:
-        refs = api.list_repo_refs(repo_id, repo_type="dataset")
+        refs = api.list_repo_refs(repo_id, repo_type=repo_type)
     except RepositoryNotFoundError:
         return {}
     versions = {}

@@ -21,14 +21,13 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.errors import EntryNotFoundError
 
 from ..errors import InputError
 from ..pipeline.stages import StageContext, verify_stream
 from ..publish import read_folder_card
 from ..tasks import Task, get_task
-from .push import card_at, hub_errors
+from .push import card_at, hub_errors, repo_reference
 
 
 @dataclass
@@ -95,13 +94,7 @@ def _source(source: str) -> tuple[dict, list[dict], Callable[[str], Path], str]:
         return meta, configs, local, source
     if Path(source).exists() or source.startswith((".", "/", "~")):
         raise InputError(f"{source}: no such dataset folder; give a folder written by `symgen generate` or REPO_ID[@REVISION]")
-    repo_id, _, revision = source.partition("@")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        repo_id = ""
-    if repo_id.count("/") != 1:
-        raise InputError(f"{source}: neither a dataset folder nor REPO_ID[@REVISION] such as symgen/spider-synth@v1.0.0")
+    repo_id, revision = repo_reference(source, "a dataset folder")
     revision = revision or "main"
     with hub_errors(f"reading {source}"):
         meta, configs = card_at(HfApi(), repo_id, revision)

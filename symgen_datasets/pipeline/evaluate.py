@@ -55,6 +55,7 @@ class EvaluateResult:
     references_sha256: str
     source: str
     packaged_references: bool = False
+    limit: int | None = None
     output: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -67,7 +68,7 @@ class EvaluateResult:
             "metrics": self.evaluation.as_dict(),
             "references": {"file": self.references_file.name if self.packaged_references else str(self.references_file),
                            "packaged": self.packaged_references, "sha256": self.references_sha256,
-                           "rows": len(self.references)},
+                           "rows": len(self.references), **({"limit": self.limit} if self.limit else {})},
             "source": self.source,
             **self.details,
             "symgen_datasets_version": __version__,
@@ -142,7 +143,7 @@ def few_shot_predictions(task: Task, references: Sequence[dict], knowledge: Task
 def evaluate(task: Task, predict: Callable[[list[dict], TaskKnowledge], list[str | None]], source: str,
              references: str | Path | None = None, task_options: dict[str, Any] | None = None,
              timeout_s: float | None = None, output_dir: str | Path | None = None,
-             details: dict[str, Any] | None = None) -> EvaluateResult:
+             details: dict[str, Any] | None = None, limit: int | None = None) -> EvaluateResult:
     """Load the references, get predictions, score them, and write the result folder.
 
     Args:
@@ -155,6 +156,7 @@ def evaluate(task: Task, predict: Callable[[list[dict], TaskKnowledge], list[str
         timeout_s: the time limit of executing one prediction (default: the task's).
         output_dir: where ``metrics.json`` and ``predictions.jsonl`` go; ``None`` writes nothing.
         details: more keys for ``metrics.json`` (e.g. the model and its revision).
+        limit: evaluate on the first ``limit`` reference rows only.
 
     Raises:
         InputError: bad references, predictions or options (naming the file and line).
@@ -162,7 +164,7 @@ def evaluate(task: Task, predict: Callable[[list[dict], TaskKnowledge], list[str
     packaged = references is None
     knowledge = task.load_knowledge(task.options_with_defaults(task_options))
     try:
-        rows = task.load_references(references, knowledge)
+        rows = task.load_references(references, knowledge)[:limit]
         path = Path(references) if references is not None else task.references_path()
         knowledge.prepare({name: row[name] for name in task.context_fields} for row in rows)
         predictions = predict(rows, knowledge)
@@ -171,10 +173,37 @@ def evaluate(task: Task, predict: Callable[[list[dict], TaskKnowledge], list[str
     finally:
         knowledge.cleanup()
     result = EvaluateResult(task.name, evaluation, list(predictions), rows, path, file_sha256(path), source,
-                            packaged_references=packaged, details=dict(details or {}))
+                            packaged_references=packaged, limit=limit, details=dict(details or {}))
     if output_dir is not None:
         result.output = write_evaluation(result, output_dir, task)
     return result
+
+
+def model_predictions(source: str, task: Task, batch_size: int = 16):
+    """A ``predict`` function for :func:`evaluate` backed by a task model (a folder or a Hub model
+    ``REPO_ID[@REVISION]``, trained by ``symgen train``), on the GPU when there is one.
+
+    Returns:
+        ``(predict, details)``: ``details`` names the model, its revision and base model.
+
+    Raises:
+        InputError: not a task model, or a model of another task.
+        HubError: the Hub cannot be read.
+    """
+    import torch
+
+    from ..training.task_model import load_task_model, predict
+
+    model, tokenizer, config, folder, revision = load_task_model(source)
+    if config.task != task.name:
+        raise InputError(f"{source}: a model of the task {config.task}, not {task.name}")
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+    def run(rows: list[dict], knowledge: TaskKnowledge) -> list[str | None]:
+        return predict(model, tokenizer, task, rows, knowledge, config, batch_size=batch_size)
+
+    return run, {"model": {"source": source, "revision": revision, "base_model": config.base_model,
+                           "architecture": config.architecture, "batch_size": batch_size}}
 
 
 def write_evaluation(result: EvaluateResult, output_dir: str | Path, task: Task) -> Path:

