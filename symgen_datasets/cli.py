@@ -39,6 +39,22 @@ def _parser(task=None) -> argparse.ArgumentParser:
     _hub_options(gen)
     _task_options(gen, task)
 
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="measure yield and precision of kept rows for every --min-votes, on labelled questions",
+        description="Answer labelled questions (the task's real dev rows, with gold programs) through the generation "
+        "pipeline with K candidates each, score each question's winning program against its gold with the task's "
+        "metric, and print, for every V from 1 to K, the share of questions kept and the share of kept rows that "
+        "are correct; writes calibration.json, calibration.md, calibration.png and questions.jsonl. Pick V for your LLM before a "
+        "big run. Responses are cached in the output folder: running again with other verifier options is free.",
+    )
+    calibrate.add_argument("task", help="task name (see `symgen tasks`)")
+    add_setting_arguments(calibrate, SPEC_HELP, exclude=CALIBRATE_EXCLUDED)
+    calibrate.add_argument("--output-dir", metavar="DIR", help="where the calibration goes "
+                           "(default: ./symgen-calibrations/<task>)")
+    calibrate.add_argument("--json", action="store_true", help="print the table as one JSON object on the last line")
+    _task_options(calibrate, task)
+
     check = commands.add_parser(
         "check",
         help="validate answers with a task's verifier (no LLM)",
@@ -142,7 +158,10 @@ def _parser(task=None) -> argparse.ArgumentParser:
 
 
 #: Commands whose task's options join the parser (the task is a positional or --task).
-_TASK_COMMANDS = ("generate", "check", "evaluate")
+_TASK_COMMANDS = ("generate", "check", "evaluate", "calibrate")
+
+#: Generation settings that `symgen calibrate` does not take (it writes no dataset, keeps every V).
+CALIBRATE_EXCLUDED = ("min_votes", "num_questions", "output", "overwrite")
 
 
 def _task_options(parser: argparse.ArgumentParser, task) -> None:
@@ -377,6 +396,28 @@ class _ProgressFriendlyHandler(logging.Handler):
             self.handleError(record)
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from .pipeline import GenerateSettings
+    from .pipeline.calibrate import calibrate, format_calibration, write_calibration
+    from .pipeline.settings import command_line_fields
+
+    output = Path(args.output_dir or Path("symgen-calibrations") / args.task)
+    values = {f.name: getattr(args, f.name) for f in command_line_fields() if f.name not in CALIBRATE_EXCLUDED}
+    values["work_dir"] = values.get("work_dir") or str(output / ".work")
+    settings = GenerateSettings(task=args.task, task_options=_given_task_options(args), **values)
+    calibration = calibrate(settings)
+    if calibration is None:  # a process other than the main one of `accelerate launch`
+        return 0
+    write_calibration(calibration, output)
+    print(format_calibration(calibration))
+    print(f"wrote {output / 'calibration.json'}, {output / 'calibration.md'} and {output / 'calibration.png'}")
+    if args.json:
+        print(json.dumps(calibration.as_dict()))
+    return 0
+
+
 def _show_notices() -> None:
     """Show the library's warnings (``symgen_datasets`` loggers) on stderr, once per process."""
     logger = logging.getLogger("symgen_datasets")
@@ -434,12 +475,13 @@ def main(argv: list[str] | None = None) -> int:
         args.loose_options = parse_task_flags(extra) if command in ("evaluate", "reproduce") else {}
         if command == "verify":
             return _verify(args, extra)
-        if command in ("generate", "check"):
+        if command in ("generate", "check", "calibrate"):
             from .tasks import get_task
 
             get_task(args.task)  # an unknown task: its own message, listing the known ones
         return {"generate": _generate, "check": _check, "tasks": _tasks, "push": _push, "versions": _versions,
-                "evaluate": _evaluate, "push-model": _push_model, "reproduce": _reproduce}[command](args)
+                "evaluate": _evaluate, "push-model": _push_model, "reproduce": _reproduce,
+                "calibrate": _calibrate}[command](args)
     except BudgetExhausted as stop:  # a clean, resumable stop, not a failure
         print(f"symgen {command}: {stop}", file=sys.stderr)
         return stop.exit_code

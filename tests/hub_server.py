@@ -439,3 +439,12 @@ class HubServer:
     def __exit__(self, *exc_info) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+if __name__ == "__main__":  # a Hub for trying the CLI by hand: python -m tests.hub_server
+    import time
+
+    with HubServer() as hub:
+        print(f"HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_test_token", flush=True)
+        while True:
+            time.sleep(3600)

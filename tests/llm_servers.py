@@ -324,3 +324,17 @@ class PythonOracle:
             mistake = wrong_operator(gold, rng) if rng.random() < 0.5 else None
         text = mistake or "    raise NotImplementedError\n"
         return text, _logprobs(text, rng.uniform(-1.2, -0.2))
+
+
+if __name__ == "__main__":  # python -m tests.llm_servers FILE [ACCURACY]: a TGI/OpenAI server right ACCURACY of the time
+    import sys
+    import time
+
+    from symgen_datasets.io import read_records
+
+    rows = [record for _, record in read_records(sys.argv[1])]
+    gold = {row["question"].strip(): row["query"] for row in rows}
+    with LLMServer(OracleResponder(gold, accuracy=float(sys.argv[2]) if len(sys.argv) > 2 else 0.5), record=False) as server:
+        print(f"tgi:{server.url}", flush=True)
+        while True:
+            time.sleep(3600)

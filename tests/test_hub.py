@@ -265,3 +265,25 @@ def test_credentials_are_never_written_pushed_or_printed(kind, hub, oracle, tmp_
     pushed = [content for commit in hub.repos[REPO].commits.values() for content in commit.files.values()]
     assert written and pushed and not any(b"SECRET" in content for content in written + pushed)
     assert "api_key=***" in (out / "README.md").read_text()
+
+
+def test_verify_rederives_a_dataset_made_under_the_former_agreement_rule(tmp_path, capsys):
+    """tests/fixtures/spider_synth_v0_1 was made by version 0.1 (columns compared in order, empty
+    results agreeing: three of its ten questions kept `SELECT * FROM singer WHERE 0`). Its card
+    records no result_key, so re-verification uses that rule and finds the dataset identical; the
+    current rule would not keep the same rows."""
+    fixture = Path(__file__).parent / "fixtures" / "spider_synth_v0_1"
+    assert main(["verify", str(fixture)]) == 0
+    assert "published 10 rows, re-verification keeps 10: identical" in capsys.readouterr().out
+    current = tmp_path / "current-rule"
+    shutil.copytree(fixture, current)
+    card = (current / "README.md").read_text()
+    card = card.replace("  demonstrations:\n", "  verifier:\n    name: sqlite\n    result_key: columns-unordered\n"
+                        "    empty_results: abstain\n  demonstrations:\n", 1)
+    (current / "README.md").write_text(card)
+    assert main(["verify", str(current)]) == 1
+    out = capsys.readouterr().out
+    # the empty-result rows are gone, and swapped columns now vote together
+    assert "published 10 rows, re-verification keeps 5: 12 differences" in out
+    assert "published but not kept by re-verification: [concert_singer] How many singers do we have?" in out
+    assert "'SELECT COUNT(*), country FROM singer GROUP BY country' (3 votes), recomputed" in out

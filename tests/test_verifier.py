@@ -14,7 +14,10 @@ from collections import Counter
 
 import pytest
 
+from symgen_datasets.errors import InputError
+
 from symgen_datasets.verifiers import (
+    EMPTY_RESULT_KEY,
     ExecutionResult,
     SQLiteExecutor,
     distinct_programs,
@@ -95,12 +98,72 @@ def test_normalisation_keeps_string_literals():
 
 
 def test_result_key_format_is_stable():
-    """Published ``candidate_result`` columns hold these keys: a new version must compute the same."""
-    assert result_keys([], ordered=False) == "c018019b6a8b01ab5868cf4be8db327a7549ae03202548b9ffcd2671c4c2b624"
-    assert result_keys([(1, "a", None)], ordered=False) == "10bc0afae6a5eb9f28bcb9e88e132dff15745eb1e58191be2e4b3296d33a319e"
+    """Published ``candidate_result`` columns hold these keys: a new version must compute the same,
+    for each rule a card can record (columns in any order, and in order before 0.2)."""
+    assert result_keys([], ordered=False) == EMPTY_RESULT_KEY == "c018019b6a8b01ab5868cf4be8db327a7549ae03202548b9ffcd2671c4c2b624"
+    legacy = {"columns_ordered": True}
+    assert result_keys([(1, "a", None)], ordered=False, **legacy) == "10bc0afae6a5eb9f28bcb9e88e132dff15745eb1e58191be2e4b3296d33a319e"
+    assert result_keys([(2, 1.5), (1, 2.0)], ordered=False, **legacy) == "0bb8b0f326ce2ea25d49b5aca6299bc520052cb160935a2370f00acb5406a403"
+    assert result_keys([(2, 1.5), (1, 2.0)], ordered=True, **legacy) == "3f8be8d9d237c01a33cac0f5216fd63a5faf24f8779b6db5d966907393fd333e"
+    assert result_keys([("é\u00ff", b"\x00x", 0.1 + 0.2)], ordered=False, **legacy) == "c7517a6e09172bb80d3556d9b6f2cbf953d3e947538964c1aff2f5e5b730e2e8"
+    assert result_keys([(1, "a", None)], ordered=False) == "29d55be20115f5d81c3f9c56adfff2a72badbccd6ca089c51beead28abf0cbc8"
     assert result_keys([(2, 1.5), (1, 2.0)], ordered=False) == "0bb8b0f326ce2ea25d49b5aca6299bc520052cb160935a2370f00acb5406a403"
-    assert result_keys([(2, 1.5), (1, 2.0)], ordered=True) == "3f8be8d9d237c01a33cac0f5216fd63a5faf24f8779b6db5d966907393fd333e"
-    assert result_keys([("é\u00ff", b"\x00x", 0.1 + 0.2)], ordered=False) == "c7517a6e09172bb80d3556d9b6f2cbf953d3e947538964c1aff2f5e5b730e2e8"
+    assert result_keys([(2, 1.5), (1, 2.0)], ordered=True) == "8a98d953e4597ab3b29370568a8bdd3a773e198589e14cc578f5db770ecca979"
+
+
+def test_results_equal_up_to_a_column_permutation_agree():
+    """Spider's result_eq and SymGen's: SELECT a, b and SELECT b, a agree, in bags and sequences."""
+    assert result_keys([(1, "x"), (2, "y")], False) == result_keys([("y", 2), ("x", 1)], False)
+    assert result_keys([(1, "x"), (2, "y")], True) == result_keys([("x", 1), ("y", 2)], True)
+    assert result_keys([(1, "x"), (2, "y")], True) != result_keys([("y", 2), ("x", 1)], True)  # rows out of order
+    # columns with the same values but paired otherwise are no permutation of each other
+    assert result_keys([(1, 2), (2, 1)], False) != result_keys([(1, 1), (2, 2)], False)
+    assert result_keys([(1, 2, 3), (2, 1, 3)], False) == result_keys([(3, 1, 2), (3, 2, 1)], False)
+    assert result_keys([(1, "x")], False, columns_ordered=True) != result_keys([("x", 1)], False, columns_ordered=True)
+    # exhaustive against the official evaluator's search on small random results
+    import random
+
+    from symgen_datasets.metrics.sql import results_match
+
+    rng = random.Random(3)
+    for _ in range(400):
+        width, height = rng.randint(1, 4), rng.randint(1, 4)
+        a = [tuple(rng.randint(0, 2) for _ in range(width)) for _ in range(height)]
+        perm = rng.sample(range(width), width)
+        b = [tuple(row[j] for j in perm) for row in a] if rng.random() < 0.5 else \
+            [tuple(rng.randint(0, 2) for _ in range(width)) for _ in range(height)]
+        rng.shuffle(b)
+        assert (result_keys(a, False) == result_keys(b, False)) == results_match(a, b, order_matters=False), (a, b)
+
+
+def test_sql_verifier_votes_across_column_orders_under_each_empty_result_policy():
+    from symgen_datasets.tasks import get_task
+    from symgen_datasets.verifiers.sqlite import DEFAULT_EMPTY_RESULTS
+
+    task = get_task("geoquery_sql")
+    nothing = ["SELECT state_name FROM state WHERE population < 0", "SELECT city_name FROM city WHERE 0",
+               "SELECT river_name FROM river WHERE length < 0"]  # three agreeing empty results
+    right = ["SELECT state_name, capital FROM state WHERE state_name = 'texas'",
+             "SELECT capital, state_name FROM state WHERE state_name = 'texas'"]  # one result, two column orders
+    candidates = [*nothing, *right]
+    # reject: the empty result out-votes the other cluster, so nothing is kept; abstain: the empty
+    # results are no votes, so the 2-vote cluster wins; agree: the empty result wins with 3
+    for policy, program, votes in (("reject", None, 0), ("abstain", right[0], 2), ("agree", nothing[0], 3), (None, None, 0)):
+        knowledge = task.load_knowledge(task.options_with_defaults({"empty_results": policy} if policy else {}))
+        policy = policy or DEFAULT_EMPTY_RESULTS
+        try:
+            with task.make_verifier(knowledge, 5.0) as verifier:
+                assert verifier.provenance() == {"result_key": "columns-unordered", "empty_results": policy}
+                programs, index = distinct_programs(candidates, verifier.normalize)
+                outcomes = verifier.execute(verifier.context({"db_id": "geography_db"}), programs)
+                result = majority_vote(candidates, outcomes, None, (programs, index), verifier.cluster_labels(outcomes, index),
+                                       verifier.barred_labels)
+        finally:
+            knowledge.cleanup()
+        assert (result.program, result.votes, result.num_executable) == (program, votes, 5), policy
+        assert result.num_distinct_results == (1 if policy == "abstain" else 2)
+    with pytest.raises(InputError, match="--empty-results 'never'"):
+        task.options_with_defaults({"empty_results": "never"})
 
 
 def test_equality_rule_bag_unless_ordered_with_several_rows():

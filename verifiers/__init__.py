@@ -13,9 +13,18 @@ Installed as ``symgen_datasets.verifiers``.
 from .agreement import VoteResult, distinct_programs, majority_vote
 from .base import ExecutionResult, Verifier
 from .pool import WorkerPool
-from .sqlite import SQLiteExecutor, SQLiteVerifier, connect_readonly, is_ordered, normalize_sql, result_keys
+from .sqlite import (
+    EMPTY_RESULT_KEY,
+    SQLiteExecutor,
+    SQLiteVerifier,
+    connect_readonly,
+    is_ordered,
+    normalize_sql,
+    result_keys,
+)
 
 __all__ = [
+    "EMPTY_RESULT_KEY",
     "ExecutionResult",
     "SQLiteExecutor",
     "SQLiteVerifier",

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Callable, Sequence
+from typing import Callable, Container, Sequence
 
 from .base import ExecutionResult, fold_whitespace
 
@@ -59,7 +59,7 @@ class VoteResult:
         votes: candidates (duplicates included) in the winning cluster.
         num_candidates: candidates sampled.
         num_executable: candidates whose outcome is ``ok`` (executed, or parsed and checked,
-            without error).
+            without error), whether or not they vote (an empty SQL result may abstain).
         num_distinct_programs: distinct programs after normalisation.
         num_distinct_results: clusters, i.e. distinct execution results.
         logprob: the representative's mean token log-probability, if known.
@@ -83,6 +83,7 @@ def majority_vote(
     logprobs: Sequence[float | None] | None = None,
     distinct: tuple[list[str], list[int]] | None = None,
     labels: Sequence[str | None] | None = None,
+    barred: Container[str] = (),
 ) -> VoteResult:
     """Cluster candidates by outcome and pick the largest cluster.
 
@@ -96,6 +97,9 @@ def majority_vote(
         labels: one cluster label per distinct program (``None`` where it failed), from the
             verifier's :meth:`~symgen_datasets.verifiers.base.Verifier.cluster_labels`;
             default: the outcome keys (candidates agree when their results are equal).
+        barred: labels of clusters that take part in the vote but never win: when one ranks
+            first, the question has no winner (``program`` ``None``, 0 votes). SQL's empty result
+            under ``empty_results="reject"`` is one.
 
     Returns:
         A :class:`VoteResult`. Cluster ties (same votes) are broken by the cluster's mean
@@ -121,9 +125,9 @@ def majority_vote(
     for program, (outcome, label) in enumerate(zip(outcomes, labels)):
         if outcome.ok and label is not None:
             clusters.setdefault(label, []).append(program)
-    num_executable = sum(frequency[p] for members in clusters.values() for p in members)
+    num_executable = sum(frequency[p] for p, outcome in enumerate(outcomes) if outcome.ok)
     if not clusters:
-        return VoteResult(None, 0, len(candidates), 0, len(programs), 0, None, [])
+        return VoteResult(None, 0, len(candidates), num_executable, len(programs), 0, None, [])
 
     member_logprobs: dict[int, list[float]] = {}
     for program, logprob in zip(index, logprobs):
@@ -139,7 +143,11 @@ def majority_vote(
     def program_rank(program: int) -> tuple:
         return (best_logprob.get(program, float("-inf")), frequency[program], -program)
 
-    ranked = sorted(((cluster_rank(members), members) for members in clusters.values()), key=itemgetter(0), reverse=True)
+    ranked = sorted(((cluster_rank(members), members, label) for label, members in clusters.items()),
+                    key=itemgetter(0), reverse=True)
+    if ranked[0][2] in barred:
+        return VoteResult(None, 0, len(candidates), num_executable, len(programs), len(clusters), None,
+                          [rank[0] for rank, _, _ in ranked])
     winner = max(ranked[0][1], key=program_rank)
     return VoteResult(
         program=programs[winner],
@@ -149,6 +157,6 @@ def majority_vote(
         num_distinct_programs=len(programs),
         num_distinct_results=len(clusters),
         logprob=best_logprob.get(winner),
-        cluster_sizes=[rank[0] for rank, _ in ranked],
+        cluster_sizes=[rank[0] for rank, _, _ in ranked],
         winner=winner,
     )

@@ -95,6 +95,15 @@ class Verifier(ABC):
         keys itself)."""
         return None
 
+    #: Cluster labels that take part in the vote but never win (see
+    #: :func:`~symgen_datasets.verifiers.agreement.majority_vote`'s ``barred``); none by default.
+    barred_labels: frozenset[str] = frozenset()
+
+    def configure(self, recorded: dict[str, Any]) -> None:
+        """Adopt the agreement rule recorded in a dataset card (its ``verifier`` block: the
+        :meth:`provenance` of the verifier that made it), so that ``symgen verify`` re-derives a
+        dataset made under an older rule. The base class has one rule: nothing to adopt."""
+
     @abstractmethod
     def describe(self) -> str:
         """One sentence for dataset cards and ``symgen tasks``: what is checked and when two

@@ -149,19 +149,72 @@ def _normalise_value(value: object) -> object:
     return value
 
 
-def result_keys(rows: Sequence[Sequence[object]], ordered: bool) -> str:
+#: Most column orders tried to canonicalise a result whose columns hold the same values (ties).
+MAX_COLUMN_ORDERS = 120
+
+#: The ways a verifier's result keys are computed, as recorded in a dataset card
+#: (``verifier.result_key``): ``columns-unordered`` (the default since 0.2: results equal up to a
+#: permutation of columns agree, as the Spider evaluator and SymGen's ``result_eq`` decide) and
+#: ``columns-ordered`` (cards without the entry: columns compared in order).
+RESULT_KEY_MODES = ("columns-unordered", "columns-ordered")
+
+
+def _canonical_columns(rows: list[tuple], sequence: bool) -> list[tuple]:
+    """``rows`` with their columns in a canonical order: equal for two results that are equal up
+    to a permutation of columns (as bags of rows, or as sequences when ``sequence``).
+
+    Columns are sorted by their values (the sequence, or the sorted bag); columns with the same
+    values (ties) can pair differently across rows, so for a bag every order of the tied columns
+    is tried and the smallest rows win (at most :data:`MAX_COLUMN_ORDERS` orders; beyond that the
+    first is kept, which can only split votes, never merge different results).
+    """
+    from itertools import permutations, product
+
+    width = len(rows[0])
+    columns = list(zip(*rows))
+    signatures = [repr(column) if sequence else repr(sorted(map(repr, column))) for column in columns]
+    order = sorted(range(width), key=signatures.__getitem__)
+    groups: list[list[int]] = []
+    for j in order:
+        if groups and signatures[groups[-1][0]] == signatures[j]:
+            groups[-1].append(j)
+        else:
+            groups.append([j])
+    tied = [group for group in groups if len(group) > 1]
+    if sequence or not tied:  # tied sequences are equal columns: any order gives the same rows
+        return [tuple(row[j] for j in order) for row in rows]
+    count = 1
+    for group in tied:
+        for k in range(2, len(group) + 1):
+            count *= k
+    if count > MAX_COLUMN_ORDERS:
+        return [tuple(row[j] for j in order) for row in rows]
+    best = None
+    for choice in product(*(permutations(group) if len(group) > 1 else [tuple(group)] for group in groups)):
+        arrangement = [j for group in choice for j in group]
+        texts = sorted(repr(tuple(row[j] for j in arrangement)) for row in rows)
+        if best is None or texts < best[0]:
+            best = (texts, arrangement)
+    return [tuple(row[j] for j in best[1]) for row in rows]
+
+
+def result_keys(rows: Sequence[Sequence[object]], ordered: bool, columns_ordered: bool = False) -> str:
     """The equality key of an execution result (the verifier's equality rule).
 
-    Two executions agree when they return the same **multiset** of rows (columns compared in
-    order, floats rounded to :data:`FLOAT_DECIMALS` decimals, ``1 == 1.0``). When the query has a
-    top-level ``ORDER BY`` and returns more than one row, the **sequence** of rows must match as
-    well; such a result never agrees with an unordered one. This follows Spider's execution
-    accuracy (bag semantics unless the gold query orders), made transitive so that results can be
-    clustered by key.
+    Two executions agree when they return the same **multiset** of rows, up to a permutation of
+    the columns (``SELECT a, b`` and ``SELECT b, a`` agree, as in Spider's execution accuracy and
+    SymGen's ``result_eq``; ``columns_ordered=True`` compares columns in order, the rule of
+    datasets made before 0.2), floats rounded to :data:`FLOAT_DECIMALS` decimals, ``1 == 1.0``.
+    When the query has a top-level ``ORDER BY`` and returns more than one row, the **sequence**
+    of rows must match as well; such a result never agrees with an unordered one. This follows
+    Spider's execution accuracy (bag semantics unless the gold query orders), made transitive
+    so that results can be clustered by key: the columns are put in a canonical order
+    (:func:`_canonical_columns`) before the key is taken.
 
     The key is the SHA-256 of ``kind`` (``"seq"`` or ``"bag"``) followed, for each row in order
-    (sorted by text for a bag), by a NUL and the ``repr`` of the row's normalised tuple, in UTF-8.
-    This format is stable: the ``candidate_result`` column of published datasets uses it.
+    (sorted by text for a bag), by a NUL and the ``repr`` of the row's normalised tuple (columns in
+    canonical order), in UTF-8. This format is stable: the ``candidate_result`` column of
+    published datasets uses it. The empty result's key is :data:`EMPTY_RESULT_KEY`.
 
     Returns:
         A hex digest; equal digests mean equal results.
@@ -169,14 +222,21 @@ def result_keys(rows: Sequence[Sequence[object]], ordered: bool) -> str:
     values = chain.from_iterable(rows)
     if float in set(map(type, values)):  # normalising only results with floats (C-speed test)
         rows = [tuple(map(_normalise_value, row)) for row in rows]
+    sequence = ordered and len(rows) > 1
+    if not columns_ordered and rows and len(rows[0]) > 1:
+        rows = _canonical_columns([tuple(row) for row in rows], sequence)
     texts = list(map(repr, map(tuple, rows)))
-    if ordered and len(texts) > 1:
+    if sequence:
         kind = "seq"
     else:
         kind = "bag"
         texts.sort()
     body = kind + "\x00" + "\x00".join(texts) if texts else kind
     return hashlib.sha256(body.encode("utf-8", errors="replace")).hexdigest()
+
+
+#: The key of a result with no rows.
+EMPTY_RESULT_KEY = hashlib.sha256(b"bag").hexdigest()
 
 
 # --- worker side -------------------------------------------------------------------------------
@@ -200,7 +260,7 @@ def _worker_connection(db_path: str | Path) -> sqlite3.Connection:
 
 
 def execute_one(
-    connection: sqlite3.Connection, query: str, timeout_s: float, max_rows: int
+    connection: sqlite3.Connection, query: str, timeout_s: float, max_rows: int, columns_ordered: bool = False
 ) -> ExecutionResult:
     """Execute one query on an open connection under a time limit (in the calling process).
 
@@ -210,6 +270,7 @@ def execute_one(
         timeout_s: wall-clock limit in seconds, enforced by SQLite's progress handler.
         max_rows: rows fetched at most; a larger result keeps the first ``max_rows + 1`` rows
             (its key then covers those rows only).
+        columns_ordered: see :func:`result_keys`.
 
     Returns:
         The :class:`ExecutionResult`; never raises for a bad query.
@@ -226,13 +287,14 @@ def execute_one(
         return ExecutionResult("error", error=f"{type(error).__name__}: {error}")
     finally:
         connection.set_progress_handler(None, 0)
-    return ExecutionResult("ok", key=result_keys(rows, len(rows) > 1 and is_ordered(query)), num_rows=len(rows))
+    return ExecutionResult("ok", key=result_keys(rows, len(rows) > 1 and is_ordered(query), columns_ordered),
+                           num_rows=len(rows))
 
 
-def _execute_chunk(groups: Chunk, options: tuple[float, int]) -> list[ExecutionResult]:
+def _execute_chunk(groups: Chunk, options: tuple[float, int, bool]) -> list[ExecutionResult]:
     """The SQL chunk function: ``groups`` of ``(db_path, queries)`` (a path or its string),
-    ``options`` = ``(timeout_s, max_rows)``."""
-    timeout_s, max_rows = options
+    ``options`` = ``(timeout_s, max_rows, columns_ordered)``."""
+    timeout_s, max_rows, columns_ordered = options
     results = []
     for db_path, queries in groups:
         try:
@@ -240,7 +302,7 @@ def _execute_chunk(groups: Chunk, options: tuple[float, int]) -> list[ExecutionR
         except sqlite3.Error as error:
             results.extend(ExecutionResult("error", error=f"cannot open {db_path}: {error}") for _ in queries)
             continue
-        results.extend(execute_one(connection, query, timeout_s, max_rows) for query in queries)
+        results.extend(execute_one(connection, query, timeout_s, max_rows, columns_ordered) for query in queries)
     return results
 
 
@@ -258,6 +320,7 @@ class SQLiteExecutor(WorkerPool):
         timeout_s: per-query time limit in seconds (default 5, as in SymGen).
         max_rows: rows fetched per query at most (default 10,000).
         memory_bytes: memory each worker may add to its forked address space.
+        columns_ordered: compare result columns in order (see :func:`result_keys`).
 
     Jobs are ``(db_path, queries)`` pairs. The databases must not change while they are read
     (connections are ``immutable``): give it snapshots (see
@@ -270,8 +333,9 @@ class SQLiteExecutor(WorkerPool):
         timeout_s: float = 5.0,
         max_rows: int = 10_000,
         memory_bytes: int = WORKER_MEMORY_BYTES,
+        columns_ordered: bool = False,
     ):
-        super().__init__(_execute_chunk, (timeout_s, max_rows), max_workers, timeout_s, memory_bytes,
+        super().__init__(_execute_chunk, (timeout_s, max_rows, columns_ordered), max_workers, timeout_s, memory_bytes,
                          setup=_limit_sqlite_heap, setup_args=(WORKER_SQLITE_HEAP_BYTES,))
         self.max_rows = max_rows
 
@@ -300,37 +364,82 @@ def normalize_sql(query: str) -> str:
     return text
 
 
+#: How empty results vote (``--empty-results``): ``reject`` (empty results agree with each other,
+#: but a question whose largest cluster is the empty result is not kept), ``abstain`` (an empty
+#: result is no vote, as in SymGen's Prolog verifier: the largest non-empty cluster wins) or
+#: ``agree`` (the empty result is a result like any other).
+EMPTY_RESULT_POLICIES = ("reject", "abstain", "agree")
+
+#: The default policy (see the README's "How verification works" for the measurements behind it).
+DEFAULT_EMPTY_RESULTS = "reject"
+
+
 class SQLiteVerifier(Verifier):
     """The text-to-SQL verifier: every distinct candidate executed once on the question's
     database (a snapshot), read-only and time-limited, in worker processes; candidates agree when
-    their execution results are equal (:func:`result_keys`).
+    their execution results are equal up to a permutation of columns (:func:`result_keys`).
 
     Args:
         databases: gives each ``db_id`` its database file, ``databases.path(db_id)`` (a
-            :class:`~symgen_datasets.tasks.databases.DatabaseDirectory`).
+            :class:`~symgen_datasets.tasks.databases.DatabaseDirectory`); its attribute
+            ``empty_results`` (the task option), when present, sets ``empty_results``.
         timeout_s: per-query time limit in seconds.
         max_workers: worker processes (default: CPU cores).
         executor: an :class:`SQLiteExecutor` to use (not closed by :meth:`close`); default: one
             of its own, started on first use.
+        empty_results: one of :data:`EMPTY_RESULT_POLICIES` (default :data:`DEFAULT_EMPTY_RESULTS`):
+            ``reject`` (a question the empty result wins is not kept), ``abstain`` (a candidate
+            whose result has no rows executes but votes for nothing) or ``agree`` (empty results
+            form a cluster like any result).
     """
 
     name = "sqlite"
     outcome_word = "executable"
 
     def __init__(self, databases: Any, timeout_s: float = 5.0, max_workers: int | None = None,
-                 executor: SQLiteExecutor | None = None):
+                 executor: SQLiteExecutor | None = None, empty_results: str | None = None):
         self.databases = databases
         self.timeout_s = timeout_s
         self.max_workers = max_workers
         self._executor = executor
         self._owns_executor = executor is None
         self._paths: dict[str, str] = {}
+        self.empty_results = empty_results or getattr(databases, "empty_results", None) or DEFAULT_EMPTY_RESULTS
+        self.result_key = "columns-unordered"
+        self._check_rule()
+
+    def _check_rule(self) -> None:
+        if self.empty_results not in EMPTY_RESULT_POLICIES:
+            raise ValueError(f"empty_results {self.empty_results!r}: expected one of {', '.join(EMPTY_RESULT_POLICIES)}")
+        if self.result_key not in RESULT_KEY_MODES:
+            raise ValueError(f"result_key {self.result_key!r}: expected one of {', '.join(RESULT_KEY_MODES)}")
+        self.barred_labels = frozenset({EMPTY_RESULT_KEY}) if self.empty_results == "reject" else frozenset()
 
     @property
     def executor(self) -> SQLiteExecutor:
         if self._executor is None:
-            self._executor = SQLiteExecutor(max_workers=self.max_workers, timeout_s=self.timeout_s)
+            self._executor = SQLiteExecutor(max_workers=self.max_workers, timeout_s=self.timeout_s,
+                                            columns_ordered=self.result_key == "columns-ordered")
         return self._executor
+
+    def cluster_labels(self, outcomes: Sequence[ExecutionResult], index: Sequence[int]) -> list[str | None] | None:
+        """Equal result keys agree; with ``empty_results="abstain"`` an empty result is no label
+        (it executed, and votes for nothing)."""
+        if self.empty_results != "abstain":
+            return None
+        return [o.key if o.ok and o.key != EMPTY_RESULT_KEY else None for o in outcomes]
+
+    def provenance(self) -> dict[str, str]:
+        """The agreement rule, for the card: ``result_key`` and ``empty_results``."""
+        return {"result_key": self.result_key, "empty_results": self.empty_results}
+
+    def configure(self, recorded: dict[str, Any]) -> None:
+        """Adopt the agreement rule a card records (``symgen verify`` of a dataset made by an
+        older version): cards without ``result_key`` compared columns in order and let empty
+        results agree."""
+        self.result_key = recorded.get("result_key", "columns-ordered")
+        self.empty_results = recorded.get("empty_results", "agree")
+        self._check_rule()
 
     normalize = staticmethod(normalize_sql)
 
@@ -345,10 +454,14 @@ class SQLiteVerifier(Verifier):
         return self.executor.execute_stream(jobs)
 
     def describe(self) -> str:
+        columns = "in any column order" if self.result_key == "columns-unordered" else "columns in order"
+        empty = {"abstain": "a result with no rows votes for nothing",
+                 "reject": "a question whose largest cluster returns no rows is not kept",
+                 "agree": "empty results agree with each other"}[self.empty_results]
         return (f"every candidate executed on the question's SQLite database (read-only, {self.timeout_s:g} s per "
-                "query, in worker processes); candidates agree when their results hold the same multiset of rows "
-                "(row order too when the query has a top-level ORDER BY and returns more than one row; floats "
-                "rounded to 6 decimals)")
+                f"query, in worker processes); candidates agree when their results hold the same multiset of rows, "
+                f"{columns} (row order too when the query has a top-level ORDER BY and returns more than one row; "
+                f"floats rounded to 6 decimals); {empty}")
 
     def close(self) -> None:
         if self._executor is not None and self._owns_executor:

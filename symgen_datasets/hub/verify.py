@@ -199,6 +199,7 @@ def reverify(source: str, task_options: dict | None = None) -> VerifyReport:
             yield row
 
     with task.make_verifier(knowledge, settings["timeout_s"]) as verifier, _cleaned(knowledge):
+        verifier.configure(meta.get("verifier") or {})  # the rule the dataset was made under
         context = StageContext(task=task, knowledge=knowledge, verifier=verifier)
         for row in verify_stream(context, questions()):
             checked += len(row["candidates"])

@@ -125,10 +125,12 @@ def flag_of(f: Field) -> str:
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
 
-def add_setting_arguments(parser: argparse.ArgumentParser, spec_help: str) -> None:
+def add_setting_arguments(parser: argparse.ArgumentParser, spec_help: str, exclude: tuple[str, ...] = ()) -> None:
     """Add one flag per setting to ``parser`` (``dest`` = the setting's name, the default and
-    help from :class:`GenerateSettings`)."""
+    help from :class:`GenerateSettings`), but for the settings named in ``exclude``."""
     for f in command_line_fields():
+        if f.name in exclude:
+            continue
         help_text = f.metadata["help"].format(default=f.default, spec_help=spec_help)
         kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": help_text}
         if f.metadata["action"]:

@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+#: The calibration of the embedded demo model that ships with a task (`symgen calibrate` output).
+EMBEDDED_CALIBRATION = "calibration_embedded.json"
+
+
+def embedded_calibration(task: Any, min_votes: int) -> str | None:
+    """One line on how far the embedded model's kept rows can be trusted at ``min_votes``, from
+    the task's packaged calibration (:data:`EMBEDDED_CALIBRATION`), or ``None`` when it ships none."""
+    path = Path(task.packaged) / EMBEDDED_CALIBRATION
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    points = {p["min_votes"]: p for p in record["points"]}
+    point = points.get(min(min_votes, record["num_samples"]))
+    if point is None or point["precision"] is None:
+        return None
+    return (f"{point['precision']:.0%} of kept rows correct at V={point['min_votes']} "
+            f"(K={record['num_samples']}, {record['num_questions']} real dev questions; no verifier: "
+            f"{record['first_candidate_accuracy']:.0%}): a demo model, see `symgen calibrate`")
 
 
 def format_summary(result: Any) -> str:
@@ -22,6 +43,12 @@ def format_summary(result: Any) -> str:
         ("completions from the cache", str(result.cached)),
         ("output", str(result.output) if result.output else "(not written)"),
     ]
+    if result.generator_spec == "embedded":
+        from ..tasks import get_task
+
+        trust = embedded_calibration(get_task(result.settings.task), result.settings.min_votes)
+        if trust:
+            lines.insert(1, ("embedded model, calibrated", trust))
     width = max(len(name) for name, _ in lines)
     rule = "-" * (width + 2 + max(len(value) for _, value in lines))
     return "\n".join([rule, *[f"{name:<{width}}  {value}" for name, value in lines], rule])

@@ -17,7 +17,9 @@ from typing import Any, Callable, ClassVar, Sequence
 import sqlparse
 
 from ..metrics.sql import OFFICIAL_TIMEOUT_S, sql_scores
+from ..errors import InputError
 from ..verifiers import SQLiteVerifier
+from ..verifiers.sqlite import DEFAULT_EMPTY_RESULTS, EMPTY_RESULT_POLICIES
 from .base import SamplingDefaults, Task, TaskOption, check_aligned
 from .databases import Database, DatabaseDirectory, format_rows
 
@@ -31,6 +33,13 @@ EXAMPLE_ROWS = (3, 1, 0)
 def one_line(query: str) -> str:
     """A SQL query on one line (white space folded), as demonstrations are shown in prompts."""
     return " ".join(query.split())
+
+
+def _empty_policy(value: str) -> str:
+    """``--empty-results``: one of ``EMPTY_RESULT_POLICIES`` (see :class:`~symgen_datasets.verifiers.SQLiteVerifier`)."""
+    if value not in EMPTY_RESULT_POLICIES:
+        raise InputError(f"--empty-results {value!r}: expected one of {', '.join(EMPTY_RESULT_POLICIES)}")
+    return value
 
 
 def _sql_sampling() -> SamplingDefaults:
@@ -74,6 +83,10 @@ class TextToSQLTask(Task):
     answer_template: ClassVar[str] = "text_to_sql_answer.j2"
     options: ClassVar[tuple[TaskOption, ...]] = (
         TaskOption("db_dir", "folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases", metavar="DIR"),
+        TaskOption("empty_results", "how results with no rows vote: reject (they agree with each other, but a question "
+                   "they win is not kept), abstain (no vote) or agree (a result like any other); default: "
+                   + DEFAULT_EMPTY_RESULTS, default=DEFAULT_EMPTY_RESULTS, type=_empty_policy,
+                   metavar="|".join(EMPTY_RESULT_POLICIES)),
     )
     verifier_class: ClassVar[type] = SQLiteVerifier
     primary_metric: ClassVar[str] = "execution_accuracy"
@@ -84,7 +97,9 @@ class TextToSQLTask(Task):
         """The task's databases: ``options["db_dir"]``, or the packaged ones; snapshots go to
         ``snapshot_dir`` (see :class:`DatabaseDirectory`)."""
         db_dir = options.get("db_dir")
-        return DatabaseDirectory(db_dir if db_dir is not None else self.packaged / "database", snapshot_dir)
+        knowledge = DatabaseDirectory(db_dir if db_dir is not None else self.packaged / "database", snapshot_dir)
+        knowledge.empty_results = _empty_policy(options.get("empty_results") or DEFAULT_EMPTY_RESULTS)  # read by the verifier
+        return knowledge
 
     def databases(self, db_dir: str | Path | None = None, snapshot_dir: str | Path | None = None) -> DatabaseDirectory:
         """:meth:`load_knowledge` by argument: the databases of ``db_dir`` (default: packaged)."""
