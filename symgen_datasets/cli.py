@@ -184,13 +184,21 @@ def _given_task_options(args: argparse.Namespace) -> dict:
     return {name[len(prefix):]: value for name, value in vars(args).items() if name.startswith(prefix)}
 
 
-def _generate(args: argparse.Namespace) -> int:
-    from .pipeline import GenerateSettings, generate
+def _settings(args: argparse.Namespace, exclude: tuple[str, ...] = (), **overrides):
+    """The :class:`GenerateSettings` of a command line: its setting flags (but ``exclude``d ones),
+    the task and its options; ``overrides`` replace values."""
+    from .pipeline import GenerateSettings
     from .pipeline.settings import command_line_fields
+
+    values = {f.name: getattr(args, f.name) for f in command_line_fields() if f.name not in exclude}
+    return GenerateSettings(task=args.task, task_options=_given_task_options(args), **{**values, **overrides})
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .pipeline import generate
     from .publish import format_summary
 
-    settings = GenerateSettings(task=args.task, task_options=_given_task_options(args),
-                                **{f.name: getattr(args, f.name) for f in command_line_fields()})
+    settings = _settings(args)
     if args.version and not args.push_to_hub:
         raise InputError("--version is used with --push-to-hub (or later with `symgen push DIR REPO_ID --version X.Y.Z`)")
     if args.version:
@@ -399,15 +407,10 @@ class _ProgressFriendlyHandler(logging.Handler):
 def _calibrate(args: argparse.Namespace) -> int:
     import json
 
-    from .pipeline import GenerateSettings
     from .pipeline.calibrate import calibrate, format_calibration, write_calibration
-    from .pipeline.settings import command_line_fields
 
     output = Path(args.output_dir or Path("symgen-calibrations") / args.task)
-    values = {f.name: getattr(args, f.name) for f in command_line_fields() if f.name not in CALIBRATE_EXCLUDED}
-    values["work_dir"] = values.get("work_dir") or str(output / ".work")
-    settings = GenerateSettings(task=args.task, task_options=_given_task_options(args), **values)
-    calibration = calibrate(settings)
+    calibration = calibrate(_settings(args, CALIBRATE_EXCLUDED, work_dir=args.work_dir or str(output / ".work")))
     if calibration is None:  # a process other than the main one of `accelerate launch`
         return 0
     write_calibration(calibration, output)

@@ -381,8 +381,7 @@ class SQLiteVerifier(Verifier):
 
     Args:
         databases: gives each ``db_id`` its database file, ``databases.path(db_id)`` (a
-            :class:`~symgen_datasets.tasks.databases.DatabaseDirectory`); its attribute
-            ``empty_results`` (the task option), when present, sets ``empty_results``.
+            :class:`~symgen_datasets.tasks.databases.DatabaseDirectory`).
         timeout_s: per-query time limit in seconds.
         max_workers: worker processes (default: CPU cores).
         executor: an :class:`SQLiteExecutor` to use (not closed by :meth:`close`); default: one
@@ -404,7 +403,7 @@ class SQLiteVerifier(Verifier):
         self._executor = executor
         self._owns_executor = executor is None
         self._paths: dict[str, str] = {}
-        self.empty_results = empty_results or getattr(databases, "empty_results", None) or DEFAULT_EMPTY_RESULTS
+        self.empty_results = empty_results or DEFAULT_EMPTY_RESULTS
         self.result_key = "columns-unordered"
         self._check_rule()
 
@@ -413,7 +412,11 @@ class SQLiteVerifier(Verifier):
             raise ValueError(f"empty_results {self.empty_results!r}: expected one of {', '.join(EMPTY_RESULT_POLICIES)}")
         if self.result_key not in RESULT_KEY_MODES:
             raise ValueError(f"result_key {self.result_key!r}: expected one of {', '.join(RESULT_KEY_MODES)}")
-        self.barred_labels = frozenset({EMPTY_RESULT_KEY}) if self.empty_results == "reject" else frozenset()
+
+    @property
+    def barred_labels(self) -> frozenset[str]:
+        """With ``empty_results="reject"``, the empty result: it is voted for, but never wins."""
+        return frozenset({EMPTY_RESULT_KEY}) if self.empty_results == "reject" else frozenset()
 
     @property
     def executor(self) -> SQLiteExecutor:

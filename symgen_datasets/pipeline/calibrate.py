@@ -146,11 +146,11 @@ def calibrate(settings: GenerateSettings, **objects) -> Calibration:
                              "were answered; check for blank questions")
         answer = task.answer_field
         winners = [row[answer] or None for row in rows]
-        votes = [row["votes"] if row[answer] else 0 for row in rows]
+        votes = [row["votes"] for row in rows]  # 0 where there is no winner
         first = [next((c for c in row["candidates"][:1] if c), None) for row in rows]
         judged = task.evaluate(references, winners, knowledge, settings.timeout_s)
         first_judged = task.evaluate(references, first, knowledge, settings.timeout_s)
-        verifier = (result.metadata.get("verifier") or {}) if isinstance(result.metadata, dict) else {}
+        verifier = result.metadata.get("verifier") or {}
     finally:
         knowledge.cleanup()
     correct = [bool(r["correct"]) for r in judged.per_row]

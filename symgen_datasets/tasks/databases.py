@@ -193,13 +193,16 @@ class DatabaseDirectory(TaskKnowledge):
         root: the folder.
         snapshot_dir: where snapshots go (a run's work folder); a snapshot already there is used
             as it is, so the caller clears the folder when a run starts.
+        empty_results: the task option ``--empty-results``, for the verifier the task makes
+            (``None``: the verifier's default).
 
     Raises:
         InputError: the folder does not exist or holds no database.
     """
 
-    def __init__(self, root: str | Path, snapshot_dir: str | Path | None = None):
+    def __init__(self, root: str | Path, snapshot_dir: str | Path | None = None, empty_results: str | None = None):
         self.root = Path(root)
+        self.empty_results = empty_results
         if not self.root.is_dir():
             raise InputError(
                 f"--db-dir {self.root}: not a folder; expected a folder of <db_id>/<db_id>.sqlite"

@@ -97,9 +97,12 @@ class TextToSQLTask(Task):
         """The task's databases: ``options["db_dir"]``, or the packaged ones; snapshots go to
         ``snapshot_dir`` (see :class:`DatabaseDirectory`)."""
         db_dir = options.get("db_dir")
-        knowledge = DatabaseDirectory(db_dir if db_dir is not None else self.packaged / "database", snapshot_dir)
-        knowledge.empty_results = _empty_policy(options.get("empty_results") or DEFAULT_EMPTY_RESULTS)  # read by the verifier
-        return knowledge
+        return DatabaseDirectory(db_dir if db_dir is not None else self.packaged / "database", snapshot_dir,
+                                 _empty_policy(options.get("empty_results") or DEFAULT_EMPTY_RESULTS))
+
+    def make_verifier(self, knowledge: DatabaseDirectory, timeout_s: float = 5.0) -> SQLiteVerifier:
+        """The SQL verifier over ``knowledge``, with the task's ``--empty-results`` policy."""
+        return SQLiteVerifier(knowledge, timeout_s=timeout_s, empty_results=knowledge.empty_results)
 
     def databases(self, db_dir: str | Path | None = None, snapshot_dir: str | Path | None = None) -> DatabaseDirectory:
         """:meth:`load_knowledge` by argument: the databases of ``db_dir`` (default: packaged)."""
