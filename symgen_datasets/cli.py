@@ -55,6 +55,42 @@ def _parser(task=None) -> argparse.ArgumentParser:
     calibrate.add_argument("--json", action="store_true", help="print the table as one JSON object on the last line")
     _task_options(calibrate, task)
 
+    s3 = commands.add_parser(
+        "s3",
+        help="S3: train a small model, extrapolate its validation errors with the LLM, repeat",
+        description="S3 (Wang et al., 2023): round 0 synthesises a seed set (SymGen generation; label-conditioned "
+        "generation for classification); each round trains the task model on all data so far, evaluates it on the "
+        "real --validation rows and a held-out test set, and the next round asks the LLM for new examples like its "
+        "validation errors (verified where the task has a verifier, deduplicated, never a validation row). Every "
+        "round is a dataset version. Flags of `symgen train` (--max-steps, --learning-rate, ...) go last and pass "
+        "through to training.",
+    )
+    s3.add_argument("task", help="task name (see `symgen tasks`)")
+    s3.add_argument("--validation", required=True, metavar="FILE", help="the small real validation set whose "
+                    "errors are extrapolated (the task's fields with gold answers); never used for training")
+    s3.add_argument("--test", metavar="FILE", help="held-out real rows for the test accuracy (default: the task's "
+                    "packaged dev set, minus any validation rows)")
+    s3.add_argument("--rounds", type=int, default=2, help="error-extrapolation rounds after the seed round "
+                    "(default: %(default)s)")
+    s3.add_argument("--patience", type=int, metavar="N", help="stop when validation accuracy has not improved for N rounds")
+    s3.add_argument("--model", default="embedded", help="the task model's base model (default: embedded: SmolLM2-135M, "
+                    "or all-MiniLM-L6-v2 for classification)")
+    s3.add_argument("--output-dir", metavar="DIR", help="the run's folder (default: ./<task>-s3)")
+    s3.add_argument("--errors-per-prompt", type=int, default=3, help="errors shown in one extrapolation prompt "
+                    "(default: %(default)s)")
+    s3.add_argument("--examples-per-error", type=int, default=2, help="new examples asked per error "
+                    "(default: %(default)s)")
+    s3.add_argument("--max-errors", type=int, default=100, help="errors extrapolated per round at most "
+                    "(default: %(default)s)")
+    s3.add_argument("--push-to-hub", metavar="REPO_ID", help="push every round to this dataset repository")
+    s3.add_argument("--version", default="1.0.0", metavar="X.Y.Z", help="the seed round's version; round N gets "
+                    "the minor number raised by N (default: %(default)s)")
+    s3.add_argument("--private", action="store_true", help="create the repository private")
+    s3.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last "
+                    "finished round")
+    add_setting_arguments(s3, SPEC_HELP, exclude=S3_EXCLUDED)
+    _task_options(s3, task)
+
     check = commands.add_parser(
         "check",
         help="validate answers with a task's verifier (no LLM)",
@@ -158,10 +194,12 @@ def _parser(task=None) -> argparse.ArgumentParser:
 
 
 #: Commands whose task's options join the parser (the task is a positional or --task).
-_TASK_COMMANDS = ("generate", "check", "evaluate", "calibrate")
+_TASK_COMMANDS = ("generate", "check", "evaluate", "calibrate", "s3")
 
 #: Generation settings that `symgen calibrate` does not take (it writes no dataset, keeps every V).
 CALIBRATE_EXCLUDED = ("min_votes", "num_questions", "output", "overwrite")
+#: Generation settings that `symgen s3` does not take (it writes its rounds in --output-dir).
+S3_EXCLUDED = ("questions", "output", "overwrite", "work_dir")
 
 
 def _task_options(parser: argparse.ArgumentParser, task) -> None:
@@ -421,6 +459,28 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _s3(args: argparse.Namespace, train_args: list[str]) -> int:
+    from .s3 import S3Settings, run_s3
+
+    settings = S3Settings(
+        generate=_settings(args, S3_EXCLUDED), validation=args.validation, test=args.test,
+        output_dir=args.output_dir or f"./{args.task}-s3", rounds=args.rounds, patience=args.patience,
+        model=args.model, train_args=train_args, errors_per_prompt=args.errors_per_prompt,
+        examples_per_error=args.examples_per_error, max_errors=args.max_errors, push_to_hub=args.push_to_hub,
+        version=args.version, private=args.private, resume=args.resume,
+    )
+    result = run_s3(settings)
+    metric = result.rounds[-1].get("metric", "accuracy") if result.rounds else "accuracy"
+    _print_table([("round", "version", "rows", "added", "errors", f"validation {metric}", f"test {metric}", "pushed")] + [
+        (r["round"], r["version"], r["rows"], r["examples_added"], r["errors_extrapolated"],
+         f"{r['validation_after']:.4f}", "-" if r["test_after"] is None else f"{r['test_after']:.4f}",
+         (r.get("pushed") or {}).get("tag", "-")) for r in result.rounds])
+    if result.stopped_early:
+        print(f"stopped early: validation {metric} did not improve for {args.patience} rounds")
+    print(f"rounds in {result.output} (cards: {result.output}/round-N/dataset/README.md)")
+    return 0
+
+
 def _show_notices() -> None:
     """Show the library's warnings (``symgen_datasets`` loggers) on stderr, once per process."""
     logger = logging.getLogger("symgen_datasets")
@@ -471,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
             return train(argv[1:])
         args, extra = parser.parse_known_args(argv)
         command = args.command
+        if command == "s3":
+            from .tasks import get_task
+
+            get_task(args.task)
+            return _s3(args, extra)
         if extra and command not in ("verify", "evaluate", "reproduce"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if command == "evaluate" and extra and args.task is not None and _task_of(argv) is not None:

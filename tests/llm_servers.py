@@ -338,3 +338,20 @@ if __name__ == "__main__":  # python -m tests.llm_servers FILE [ACCURACY]: a TGI
         print(f"tgi:{server.url}", flush=True)
         while True:
             time.sleep(3600)
+
+
+@dataclass
+class PairResponder:
+    """An LLM for label-conditioned sentence-pair prompts (RTE): it answers a prompt that asks
+    for a label (``"not_entailment"`` / "does not entail" in it, else entailment) with one real
+    pair of that label from ``pool``, chosen by the seed, as ``premise\\nHypothesis: ...``."""
+
+    pool: list[dict]
+
+    def __call__(self, prompt: str, parameters: dict, seed: int) -> tuple[str, list[float]]:
+        ask = prompt.rsplit("Premise:", 1)[0][-400:]
+        label = 1 if ("not_entailment" in ask or "does not entail" in ask) else 0
+        rows = [r for r in self.pool if r["label"] == label]
+        row = random.Random(f"{seed}|{label}").choice(rows)
+        text = f" {row['premise']}\nHypothesis: {row['hypothesis']}\n"
+        return text, _logprobs(text, -0.5)

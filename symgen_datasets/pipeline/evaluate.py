@@ -87,8 +87,8 @@ def file_sha256(path: str | Path) -> str:
 
 def read_predictions(path: str | Path, task: Task, count: int) -> list[str | None]:
     """Read predictions: JSON Lines (or a JSON array), one object per reference row, in order,
-    with the task's answer field (e.g. Spider's ``query``); ``null`` or an empty string is no
-    prediction.
+    with the task's answer field (e.g. Spider's ``query``; a classification task's ``label``: an
+    id or a name); ``null`` or an empty string is no prediction.
 
     Raises:
         InputError: a malformed line, a row without the answer field or with a non-string value
@@ -100,9 +100,11 @@ def read_predictions(path: str | Path, task: Task, count: int) -> list[str | Non
             raise InputError(f"{where}: no field {task.answer_field!r}; each prediction row holds the program in "
                              f"{task.answer_field!r} (the task's answer field)")
         value = record[task.answer_field]
-        if value is not None and not isinstance(value, str):
-            raise InputError(f"{where}: {task.answer_field!r} is {type(value).__name__}; expected a string or null")
-        predictions.append(value or None)
+        allowed = (str, int) if task.model_type == "classification" else str  # a label id or name
+        if value is not None and (not isinstance(value, allowed) or isinstance(value, bool)):
+            expected = "a label id, a label name or null" if task.model_type == "classification" else "a string or null"
+            raise InputError(f"{where}: {task.answer_field!r} is {type(value).__name__}; expected {expected}")
+        predictions.append(None if value == "" else value)
     if len(predictions) != count:
         raise InputError(f"{path}: {len(predictions)} predictions for {count} reference rows; give one row per "
                          "reference row, in the same order")
@@ -244,10 +246,10 @@ def format_evaluation(result: EvaluateResult) -> str:
         marker = "  (primary)" if name == evaluation.primary else ""
         lines.append(f"  {name:<20} {value:.4f}{marker}")
     if evaluation.breakdown:
-        names = list(evaluation.metrics)
+        names = [name for name in next(iter(evaluation.breakdown.values())) if name != "count"]
         lines.append("  " + "  ".join(["level".ljust(8), "count".rjust(6)] + [n.rjust(len(n)) for n in names]))
         for level, values in evaluation.breakdown.items():
-            cells = [f"{values[n]:.4f}".rjust(len(n)) for n in names]
+            cells = [f"{values.get(n, float('nan')):.4f}".rjust(len(n)) for n in names]
             lines.append("  " + "  ".join([level.ljust(8), str(int(values["count"])).rjust(6)] + cells))
     if result.output is not None:
         lines.append(f"wrote {result.output / 'metrics.json'} and {result.output / 'predictions.jsonl'}")

@@ -42,6 +42,35 @@ def dataset_block(task: "Task", columns: "Columns") -> dict[str, Any]:
     }
 
 
+def s3_dataset_block(task: "Task") -> dict[str, Any]:
+    """:func:`dataset_block` for the datasets of ``symgen s3`` rounds: the task's kept-row
+    columns (label-conditioned tasks: the task's fields and ``generator``), and ``s3_round``."""
+    block = {
+        "pretty_name": task.pretty_name.replace("(synthetic, SymGen)", "(synthetic, S3)"),
+        "license": task.license,
+        "source_datasets": list(task.source_datasets),
+        "tags": ["synthetic", *task.tags, "symgen", "s3", task.name],
+        "task_categories": list(task.task_categories),
+        "summary": task.card_summary(),
+        "family": task.family,
+        "question_field": task.question_field,
+        "answer_field": task.answer_field,
+        "context_fields": list(task.context_fields),
+    }
+    if task.synthesis == "symgen":
+        from ..pipeline.columns import Columns
+
+        columns = Columns(task, getattr(task.verifier_class, "outcome_word", "valid"))
+        names, descriptions = columns.row_names, columns.row_descriptions
+    else:
+        names = [*task.demonstration_fields, "generator"]
+        descriptions = {name: task.describe_field(name) for name in task.demonstration_fields}
+        descriptions["generator"] = "the LLM that wrote the row"
+    block["columns"] = [{"name": name, "description": descriptions.get(name, "")} for name in names]
+    block["columns"].append({"name": "s3_round", "description": "the S3 round that added the row (0: seed synthesis)"})
+    return block
+
+
 def size_category(n: int) -> str:
     """The Hub's ``size_categories`` value for ``n`` rows."""
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
@@ -72,10 +101,11 @@ def render_card(meta: dict[str, Any], configs: list[dict], repo_id: str, revisio
         configs=configs,
         symgen=meta,
     )
-    template = resources.files("symgen_datasets.hub_cards").joinpath("dataset_card.md").read_text()
+    name = "s3_dataset_card.md" if meta.get("s3") else "dataset_card.md"  # an S3 round's own card
+    template = resources.files("symgen_datasets.hub_cards").joinpath(name).read_text()
     card = DatasetCard.from_template(
         card_data, template_str=template, pretty_name=dataset["pretty_name"], meta=meta, dataset=dataset,
-        repo_id=repo_id, revision=revision,
+        repo_id=repo_id, revision=revision, s3=meta.get("s3") or {},
     )
     return str(card)
 

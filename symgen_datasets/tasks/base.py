@@ -175,6 +175,14 @@ class Task:
             the best checkpoint by and S3 tracks).
         reference_fields: fields a reference row needs besides :attr:`demonstration_fields`
             for :meth:`evaluate` (e.g. a problem's own tests).
+        model_type: the task model: ``generation`` (a causal or seq2seq LM writes
+            :meth:`training_target`) or ``classification`` (an encoder with a classification
+            head picks the label; the task then has ``labels`` and ``classification_inputs``).
+        synthesis: how new data is made: ``symgen`` (questions, candidate answers, the
+            verifier's vote) or ``label-conditioned`` (ZeroGen: the LLM writes complete rows for
+            a label it is given; no verifier).
+        extrapolation_template: the template of S3's error-extrapolation prompt
+            (:meth:`extrapolation_prompt`).
     """
 
     name: str
@@ -207,6 +215,9 @@ class Task:
     verifier_class: ClassVar[type | None] = None
     primary_metric: ClassVar[str] = "exact_match"
     reference_fields: ClassVar[tuple[str, ...]] = ()
+    model_type: ClassVar[str] = "generation"
+    synthesis: ClassVar[str] = "symgen"
+    extrapolation_template: ClassVar[str] = ""
 
     # --- fields, schemas, packaged data --------------------------------------------------------
 
@@ -578,6 +589,43 @@ class Task:
         rows = [{"correct": p is not None and " ".join(p.split()) == " ".join(r[self.answer_field].split())}
                 for r, p in zip(references, predictions)]
         return Evaluation({"exact_match": share([r["correct"] for r in rows])}, "exact_match", rows)
+
+    # --- S3: extrapolating a task model's errors (Wang et al., 2023) ---------------------------
+
+    def extrapolation_context(self, error: dict) -> dict[str, Any]:
+        """What new examples of ``error`` share with it: its context fields (SQL: its database).
+        Errors with the same context are extrapolated together."""
+        return {name: error[name] for name in self.context_fields}
+
+    def extrapolation_prompt(self, context: dict, errors: Sequence[dict], knowledge: TaskKnowledge,
+                             demonstrations: Sequence[dict], count_tokens: Callable[[str], int],
+                             max_tokens: int | None = None) -> str:
+        """S3's error-extrapolation prompt: the task's knowledge for ``context`` and the
+        ``errors`` (each a reference row with ``prediction``, ``gold_outcome`` and
+        ``prediction_outcome``), asking for one new example of the same kind; fitted to
+        ``max_tokens`` by dropping errors from the end (keeping one).
+
+        Raises:
+            NotImplementedError: the task declares no :attr:`extrapolation_template`.
+            InputError: the prompt cannot fit ``max_tokens``.
+        """
+        if not self.extrapolation_template:
+            raise NotImplementedError(f"task {self.name} declares no extrapolation_template")
+        extras = self.prompt_context(knowledge)
+
+        def render(num_errors: int, detail: int) -> str:
+            return self.render(self.extrapolation_template, instruction=self.instruction, task=self,
+                               errors=list(errors)[:num_errors], demonstrations=demonstrations, **extras,
+                               **context).rstrip("\n")
+
+        return self.fit_prompt(render, max(1, len(errors)), count_tokens, max_tokens,
+                               f"the error-extrapolation prompt of {self.name}")
+
+    def parse_extrapolated(self, text: str, context: dict) -> dict | None:
+        """A new example from a completion of :meth:`extrapolation_prompt`: for ``symgen``
+        synthesis a question row (:meth:`parse_question`), answered and verified by the
+        pipeline afterwards; label-conditioned tasks return a complete row."""
+        return self.parse_question(text, context)
 
     # --- cards -------------------------------------------------------------------------------
 

@@ -81,6 +81,7 @@ class TextToSQLTask(Task):
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation", "table-question-answering")
     question_template: ClassVar[str] = "text_to_sql_question.j2"
     answer_template: ClassVar[str] = "text_to_sql_answer.j2"
+    extrapolation_template: ClassVar[str] = "text_to_sql_extrapolate.j2"
     options: ClassVar[tuple[TaskOption, ...]] = (
         TaskOption("db_dir", "folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases", metavar="DIR"),
         TaskOption("empty_results", "how results with no rows vote: reject (they agree with each other, but a question "
@@ -190,6 +191,29 @@ class TextToSQLTask(Task):
         shown = question if len(question) <= 60 else question[:57] + "..."
         what = f"the answer-generation prompt for database {database.db_id!r} and question {shown!r}"
         return self.fit_prompt(render, len(demos), count_tokens, max_tokens, what, EXAMPLE_ROWS)
+
+    def extrapolation_prompt(self, context: dict, errors: Sequence[dict], knowledge: DatabaseDirectory,
+                             demonstrations: Sequence[dict], count_tokens: Callable[[str], int],
+                             max_tokens: int | None = None) -> str:
+        """S3's error-extrapolation prompt for the database ``context["db_id"]``: its schema with
+        example rows (as question generation shows it), then the errors (question, correct
+        query and its result, the model's query and what it did), asking for a new question of
+        the same kind; fitted to ``max_tokens`` by dropping errors, then example rows.
+
+        Raises:
+            InputError: the prompt cannot fit ``max_tokens``.
+        """
+        database = knowledge.get(context["db_id"])
+        errors = [dict(e, query=one_line(e["query"])) for e in errors]
+
+        def render(num_errors: int, num_rows: int) -> str:
+            picker = random.Random(0)
+            tables = self._tables(database, lambda t, k: database.random_rows(t, k, picker), num_rows)
+            return self.render(self.extrapolation_template, instruction=self.instruction, tables=tables,
+                               errors=errors[:num_errors]).rstrip("\n")
+
+        what = f"the error-extrapolation prompt for database {database.db_id!r}"
+        return self.fit_prompt(render, len(errors), count_tokens, max_tokens, what, EXAMPLE_ROWS)
 
     # --- post-processing -----------------------------------------------------------------------
 
