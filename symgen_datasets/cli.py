@@ -289,8 +289,11 @@ def _tasks(args: argparse.Namespace) -> int:
             rows.append((name, "?", f"cannot be loaded: {error}", "?", entry.source))
             continue
         context = f"; {', '.join(task.context_fields)}" if task.context_fields else ""
+        fields = f"{task.question_field} -> {task.answer_field}{context}"
         verifier = task.verifier_class.name if task.verifier_class else "?"
-        rows.append((name, task.family, f"{task.question_field} -> {task.answer_field}{context}", verifier, entry.source))
+        if task.synthesis == "label-conditioned":  # classification: the pair is the input, no verifier
+            fields, verifier = f"{', '.join(task.question_fields)} -> {task.answer_field}", "none (label-conditioned)"
+        rows.append((name, task.family, fields, verifier, entry.source))
     _print_table(rows)
     return 0
 
