@@ -187,3 +187,12 @@ def test_one_round_on_rte_with_the_minilm_encoder(tmp_path):
     trained = datasets.load_dataset(str(tmp_path / "run" / "round-1" / "dataset"), "default", split="train").to_list()
     assert trained and not [r for r in trained if validation_index.match(r)]
     assert {r["label"] for r in trained} <= {0, 1}
+
+
+def test_commands_that_need_a_verifier_refuse_a_classification_task(capsys):
+    from symgen_datasets.cli import main
+
+    dev = str(get_task("rte").references_path())
+    for command in (["generate", "rte"], ["check", "rte", "--input", dev], ["calibrate", "rte", "--questions", dev]):
+        assert main(command) == 2
+        assert "has no verifier" in capsys.readouterr().err

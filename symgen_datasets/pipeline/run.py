@@ -124,6 +124,9 @@ def load_inputs(settings: GenerateSettings, task: Task | None = None, snapshot_d
     """
     settings.check()
     task = task or get_task(settings.task)
+    if task.synthesis != "symgen" or task.verifier_class is None:
+        raise InputError(f"task {task.name} has no verifier to vote with: its data comes from {task.synthesis} "
+                         f"generation in `symgen s3 {task.name} --validation FILE ...`")
     knowledge = task.load_knowledge(task.options_with_defaults(settings.task_options), snapshot_dir)
     demonstrations = task.load_demonstrations(settings.demos, settings.max_input_chars)
     num_provided = 0

@@ -479,9 +479,13 @@ class Task:
         Args:
             knowledge: from :meth:`load_knowledge`.
             timeout_s: the time limit of one candidate (seconds), for verifiers that run code.
+
+        Raises:
+            InputError: the task has no verifier (e.g. a classification task).
         """
         if self.verifier_class is None:
-            raise NotImplementedError(f"task {self.name} declares no verifier_class")
+            raise InputError(f"task {self.name} has no verifier (its rows are {self.synthesis} data); commands that "
+                             "run candidates through a verifier (generate, check, verify, calibrate) do not apply to it")
         return self.verifier_class(knowledge, timeout_s=timeout_s)
 
     def auxiliary_request(self, row: dict[str, str], knowledge: TaskKnowledge,
