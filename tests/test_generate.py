@@ -404,7 +404,8 @@ def test_ctrl_c_stops_quietly_and_the_same_command_resumes(tmp_path, oracle):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "symgen_datasets.cli", "generate", "geoquery_sql", "--num-questions", "12",
                "--num-samples", "5", "--min-votes", "2", "--concurrency", "4", "--output", str(out)]
-    with LLMServer(oracle, latency_s=0.1) as server:
+    # 0.3 s per request: the run lasts seconds after the 20th request, so the signal lands mid-run even on a busy machine
+    with LLMServer(oracle, latency_s=0.3) as server:
         process = subprocess.Popen([*command, "--generator", f"tgi:{server.url}"], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
