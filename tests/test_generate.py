@@ -406,8 +406,10 @@ def test_ctrl_c_stops_quietly_and_the_same_command_resumes(tmp_path, oracle):
                "--num-samples", "5", "--min-votes", "2", "--concurrency", "4", "--output", str(out)]
     # 0.3 s per request: the run lasts seconds after the 20th request, so the signal lands mid-run even on a busy machine
     with LLMServer(oracle, latency_s=0.3) as server:
+        # SIGINT at its default in the child: a shell starting the tests in the background ignores it (inherited)
         process = subprocess.Popen([*command, "--generator", f"tgi:{server.url}"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 120
         while server.requests < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
