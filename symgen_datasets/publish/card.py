@@ -27,36 +27,31 @@ if TYPE_CHECKING:
 def dataset_block(task: "Task", columns: "Columns") -> dict[str, Any]:
     """What a task says about its generated data, for the card: title, license, sources, Hub
     tags and categories, a summary, the fields and every column's meaning."""
+    return {**_task_block(task),
+            "columns": [{"name": name, "description": columns.row_descriptions.get(name, "")} for name in columns.row_names]}
+
+
+def _task_block(task: "Task", extra_tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a task says about itself in a card's ``dataset`` entry, columns aside."""
     return {
         "pretty_name": task.pretty_name,
         "license": task.license,
         "source_datasets": list(task.source_datasets),
-        "tags": ["synthetic", *task.tags, "symgen", task.name],
+        "tags": ["synthetic", *task.tags, "symgen", *extra_tags, task.name],
         "task_categories": list(task.task_categories),
         "summary": task.card_summary(),
         "family": task.family,
         "question_field": task.question_field,
         "answer_field": task.answer_field,
         "context_fields": list(task.context_fields),
-        "columns": [{"name": name, "description": columns.row_descriptions.get(name, "")} for name in columns.row_names],
     }
 
 
 def s3_dataset_block(task: "Task") -> dict[str, Any]:
     """:func:`dataset_block` for the datasets of ``symgen s3`` rounds: the task's kept-row
     columns (label-conditioned tasks: the task's fields and ``generator``), and ``s3_round``."""
-    block = {
-        "pretty_name": task.pretty_name.replace("(synthetic, SymGen)", "(synthetic, S3)"),
-        "license": task.license,
-        "source_datasets": list(task.source_datasets),
-        "tags": ["synthetic", *task.tags, "symgen", "s3", task.name],
-        "task_categories": list(task.task_categories),
-        "summary": task.card_summary(),
-        "family": task.family,
-        "question_field": task.question_field,
-        "answer_field": task.answer_field,
-        "context_fields": list(task.context_fields),
-    }
+    block = _task_block(task, extra_tags=("s3",))
+    block["pretty_name"] = task.pretty_name.replace("(synthetic, SymGen)", "(synthetic, S3)")
     if task.synthesis == "symgen":
         from ..pipeline.columns import Columns
 

@@ -201,11 +201,9 @@ def run_s3(settings: S3Settings, task: Task | None = None) -> S3Result:
         if task.verifier_class is not None:
             verifier = task.make_verifier(knowledge, generate.timeout_s)
         rows = _rows_of(output, state["rounds"][-1]) if state["rounds"] else []
-        best = max((r["validation_after"] for r in state["rounds"]), default=None)
-        stale = _stale_rounds(state["rounds"], best)
         stopped = False
         for round_index in range(len(state["rounds"]), settings.rounds + 1):
-            if settings.patience and stale >= settings.patience:
+            if settings.patience and _stale_rounds(state["rounds"]) >= settings.patience:
                 stopped = True
                 break
             record, rows = _run_round(round_index, settings, task, knowledge, generate, generator, loop, verifier,
@@ -213,8 +211,6 @@ def run_s3(settings: S3Settings, task: Task | None = None) -> S3Result:
                                       state["rounds"], output)
             state["rounds"].append(record)
             _write_json(state_path, state)  # the round is finished
-            stale = 0 if best is None or record["validation_after"] > best else stale + 1
-            best = record["validation_after"] if best is None else max(best, record["validation_after"])
         return S3Result(state["rounds"], output, stopped)
     finally:
         if verifier is not None:
@@ -224,7 +220,7 @@ def run_s3(settings: S3Settings, task: Task | None = None) -> S3Result:
         knowledge.cleanup()
 
 
-def _stale_rounds(rounds: list[dict], best: float | None) -> int:
+def _stale_rounds(rounds: list[dict]) -> int:
     """Rounds since the validation accuracy last improved (for ``--patience``)."""
     stale, best_so_far = 0, None
     for record in rounds:
@@ -315,7 +311,7 @@ def _run_round(round_index: int, settings: S3Settings, task: Task, knowledge, ge
         if task.synthesis == "symgen" and previous is None:
             new_rows, counts, synthesis_meta = _symgen(task, generate, generator, loop, work, None,
                                                        generate.num_questions or task.default_num_questions)
-            new_rows = [row for row in new_rows if not _drop(seen, row)]
+            new_rows = [row for row in new_rows if seen.add_new(row)]
         elif task.synthesis == "symgen":
             questions, counts = extrapolate(
                 task, knowledge, demonstrations, cached, loop, errors, per_prompt=settings.errors_per_prompt,
@@ -377,18 +373,10 @@ def _run_round(round_index: int, settings: S3Settings, task: Task, knowledge, ge
                           output_dir=folder / "test")
         record["test_after"] = tested.evaluation.metrics[task.primary_metric]
     meta = _round_meta(task, settings, generate, generator, synthesis_meta, record, history, demonstrations)
-    _write_round_dataset(folder / "dataset", rows, meta, [*history, record])
+    _update_round_card(dataset_folder, meta, [*history, record])  # the rows were written before training
     if settings.push_to_hub:
         record["pushed"] = _push(dataset_folder, settings, version)
     return record, rows
-
-
-def _drop(seen: InputIndex, row: dict) -> bool:
-    """Whether ``row`` repeats an input already seen (else it is added)."""
-    if seen.match(row):
-        return True
-    seen.add(row)
-    return False
 
 
 def _seed_per_label(task: Task, knowledge, generate: GenerateSettings) -> int:
@@ -497,6 +485,19 @@ def _write_round_dataset(folder: Path, rows: list[dict], meta: dict, history: li
                                        lambda configs: render_card(meta, configs, repo_id=str(folder)), overwrite=True)
     plot_accuracy(history, meta["s3"].get("metric") or "accuracy", written / PLOT_FILE)
     return written
+
+
+def _update_round_card(folder: Path, meta: dict, history: list[dict]) -> None:
+    """Re-render the card and the plot of a round's dataset folder (its rows unchanged), each
+    file replaced atomically."""
+    from ..publish import read_folder_card, render_card
+
+    _, configs = read_folder_card(folder)
+    card = folder / "README.md"
+    partial = card.with_name(f".{card.name}.partial-{os.getpid()}")
+    partial.write_text(render_card(meta, configs, repo_id=str(folder)), encoding="utf-8")
+    os.replace(partial, card)
+    plot_accuracy(history, meta["s3"].get("metric") or "accuracy", folder / PLOT_FILE)
 
 
 def plot_accuracy(history: list[dict], metric: str, path: Path) -> Path:

@@ -48,6 +48,13 @@ class InputIndex:
         self.exact.add(exact_key(self.task, row))
         self.normal.add(normal_key(self.task, row))
 
+    def add_new(self, row: dict) -> bool:
+        """Add ``row`` unless its input is in the index already; whether it was new."""
+        if self.match(row):
+            return False
+        self.add(row)
+        return True
+
     def add_all(self, rows: Iterable[dict]) -> None:
         for row in rows:
             self.add(row)
@@ -154,10 +161,9 @@ def extrapolate(task: Task, knowledge: TaskKnowledge, demonstrations: Sequence[d
                     if row is None:
                         continue
                     counts["parsed"] += 1
-                    if seen.match(row):
+                    if not seen.add_new(row):
                         counts["duplicates"] += 1
                         continue
-                    seen.add(row)
                     rows.append(row)
             bar.update(len(batch))
     counts["new"] = len(rows)
