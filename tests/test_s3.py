@@ -90,6 +90,7 @@ def test_two_rounds_on_geoquery_are_versions_with_lineage_and_no_validation_leak
         assert s3["validation_before"] == before  # the parent's "after"
         before = s3["validation_after"]
         assert [h["round"] for h in s3["history"]] == list(range(round_index + 1))
+        assert s3["model"] == geo["model"].name and str(geo["model"]) not in card  # no local path on the Hub
         assert "s3_accuracy.png" in files and files["s3_accuracy.png"][:4] == b"\x89PNG"
         assert "![accuracy per round](s3_accuracy.png)" in card
         rows = rows_at(repo, tag)

@@ -379,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         config.save(output)
 
         write_model_card(output, config)
-        accelerator.print(f"wrote the model to {output} (best {task.primary_metric}: "
-                          f"{(state['best'] or {}).get(task.primary_metric, float('nan')):.4f}); card {output / 'README.md'}")
+        best = (f" (best dev {task.primary_metric}: {state['best'][task.primary_metric]:.4f})" if state["best"]
+                else " (not evaluated during training)")
+        accelerator.print(f"wrote the model to {output}{best}; card {output / 'README.md'}")
     accelerator.wait_for_everyone()
     knowledge.cleanup()
     accelerator.end_training()

@@ -462,7 +462,8 @@ def _round_meta(task: Task, settings: S3Settings, generate: GenerateSettings, ge
         "s3": {
             **{k: v for k, v in record.items() if k not in ("dataset", "validation_dir", "pushed")},
             "rounds": settings.rounds,
-            "model": settings.model,
+            # a local base model is named by its folder: the machine's path means nothing on the Hub
+            "model": Path(settings.model).name if Path(settings.model).exists() else settings.model,
             "train_args": list(settings.train_args),
             "errors_per_prompt": settings.errors_per_prompt,
             "examples_per_error": settings.examples_per_error,
