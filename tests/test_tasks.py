@@ -134,3 +134,23 @@ def test_check_reports_bad_input_with_its_line(tmp_path, capsys):
     assert main(["check", "nl2bash", "--input", str(bad)]) == 2
     assert f"{bad} line 2: field (record): 'bash' is a required property" in capsys.readouterr().err
     assert main(["check", "cobol", "--input", str(bad)]) == 2
+
+
+def test_rte_synthesis_unwraps_the_quotes_an_llm_puts_around_a_sentence():
+    """S3's released RTE rounds quote 94% of the not-entailment hypotheses and 41% of the
+    entailment ones (real RTE: none), so the quote gives the label away; parsed completions
+    carry no wrapping quotes, and quotes inside a sentence stay."""
+    task = get_task("rte")
+    released = read(Path(__file__).parent / "fixtures" / "rte" / "s3_released_sample.jsonl")
+    quoted = [r for r in released if r["text2"].strip().startswith('"') and r["text2"].strip().endswith('"')]
+    assert len(quoted) > len(released) / 2  # the artifact is there to remove
+    parsed = [task.parse_extrapolated(f"{r['text1']}\nHypothesis: {r['text2']}", {"label": int(r["label"])})
+              for r in released]
+    assert all(p is not None for p in parsed)
+    wrapped = [p for p in parsed if p["hypothesis"].startswith('"') and p["hypothesis"].endswith('"')
+               and '"' not in p["hypothesis"][1:-1]]
+    assert wrapped == []
+    assert [p["label"] for p in parsed] == [int(r["label"]) for r in released]
+    inner = task.parse_extrapolated('"The mayor spoke at noon."\nHypothesis: The mayor said "no"', {"label": 0})
+    assert inner == {"premise": "The mayor spoke at noon.", "hypothesis": 'The mayor said "no"', "label": 0}
+    assert task.parse_extrapolated("A premise with no hypothesis line.", {"label": 0}) is None
