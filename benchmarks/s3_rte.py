@@ -27,6 +27,7 @@ import json
 import random
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +134,7 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 3.8), dpi=120)
-    labels = [f"{names[a]}\n({sizes[a]} rows)" for a in results]
+    labels = [f"{textwrap.fill(names[a], 20)}\n({sizes[a]} rows)" for a in results]
     colours = {"s3": "#4c72b0", "s3-unquoted": "#8172b3", "gold-same-size": "#dd8452", "gold-all": "#55a868"}
     axes.bar(labels, [summary[a]["mean"] for a in results], yerr=[summary[a]["std"] for a in results], capsize=6,
              color=[colours[a] for a in results])
