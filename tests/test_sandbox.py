@@ -1,6 +1,7 @@
-"""The Python sandbox: hostile programs are contained, with bubblewrap where it works and with
-the process layers alone (rlimits, pids cgroup, audit hook, empty environment, a folder of its
-own) everywhere; and hostile candidates cost only themselves in the Python verifier."""
+"""The Python sandbox: hostile programs are contained, with bubblewrap where it works and with the
+launcher's own namespaces without it (with rlimits, seccomp, pids cgroup, the audit hook, an empty
+environment and a folder of its own in both); hostile candidates cost only themselves in the
+Python verifier. Attacks with the audit hook switched off are in test_sandbox_attacks.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from symgen_datasets.verifiers.python import PythonVerifier, check_python
 from symgen_datasets.verifiers.sandbox import Sandbox, bubblewrap
 
-ISOLATIONS = ["process"] + (["bubblewrap"] if bubblewrap() else [])
+ISOLATIONS = ["namespaces"] + (["bubblewrap"] if bubblewrap() else [])
 
 
 @pytest.fixture(params=ISOLATIONS)
@@ -100,6 +101,20 @@ def test_hostile_candidates_cost_only_themselves_in_the_verifier(tmp_path):
     assert "PermissionError" in outcomes[2].error  # the fork was refused in every call
     assert outcomes[0].key == outcomes[4].key != outcomes[3].key
     assert "None" in outcomes[5].error  # `pass` returns nothing: not a vote
+
+
+def test_no_isolation_is_refused_unless_the_risk_is_accepted(monkeypatch):
+    from symgen_datasets.verifiers import sandbox as module
+    from symgen_datasets.errors import InputError
+
+    monkeypatch.setattr(module, "bubblewrap", lambda: None)
+    monkeypatch.setattr(module, "namespaces", lambda: False)
+    with pytest.raises(InputError, match="none-i-accept-the-risk") as refused:
+        Sandbox(timeout_s=2.0)
+    assert "apt-get install bubblewrap" in str(refused.value)
+    unsafe = Sandbox(timeout_s=2.0, isolation="none-i-accept-the-risk")
+    assert unsafe.describe().startswith("NO ISOLATION")
+    assert unsafe.run("print(6 * 7)").stdout.strip() == "42"
 
 
 def test_a_problem_with_its_own_test_is_checked_by_it():

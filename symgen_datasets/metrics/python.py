@@ -23,7 +23,7 @@ def pass_at_1(predictions: Sequence[str | None], rows: Sequence[dict], sandbox: 
     Args:
         predictions: one body per row; ``None`` (no prediction) fails.
         rows: reference rows with ``prompt``, ``entry_point`` and ``test``.
-        sandbox: the isolation (``auto``, ``bubblewrap``, ``process``).
+        sandbox: the isolation (``auto``, ``bubblewrap``, ``namespaces``, ``none-i-accept-the-risk``).
         timeout_s: the time limit of one run (seconds).
 
     Returns:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from ..errors import InputError
 from ..verifiers.python import PythonVerifier, outputs_of
+from ..verifiers.sandbox import ISOLATIONS
 from ..metrics.python import pass_at_1
 from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, check_aligned, fenced_code
 
@@ -124,8 +126,9 @@ class PythonTask(Task):
     question_template: ClassVar[str] = "python_question.j2"
     answer_template: ClassVar[str] = "python_answer.j2"
     options: ClassVar[tuple[TaskOption, ...]] = (
-        TaskOption("sandbox", "isolation of generated code: auto (bubblewrap when it works here), bubblewrap (required), "
-                   "process (no bubblewrap)", default="auto", metavar="KIND"),
+        TaskOption("sandbox", "isolation of generated code: auto (bubblewrap when it works here, else namespaces), "
+                   "bubblewrap or namespaces (required), none-i-accept-the-risk (no isolation: only where neither "
+                   "works)", default="auto", metavar="KIND"),
     )
     filter_question_length: ClassVar[bool] = False
     verifier_class: ClassVar[type] = PythonVerifier
@@ -133,7 +136,10 @@ class PythonTask(Task):
     reference_fields: ClassVar[tuple[str, ...]] = ("test",)
 
     def load_knowledge(self, options: dict[str, Any], snapshot_dir: str | Path | None = None) -> PythonKnowledge:
-        return PythonKnowledge(options.get("sandbox") or "auto")
+        sandbox = options.get("sandbox") or "auto"
+        if sandbox not in ISOLATIONS:
+            raise InputError(f"--sandbox {sandbox}: expected one of {', '.join(ISOLATIONS)}")
+        return PythonKnowledge(sandbox)
 
     def normalize_question(self, text: str) -> str:
         """A problem keeps its layout: trailing spaces dropped, one final newline (the body is
