@@ -8,10 +8,13 @@ the redacted form: the whole user-info part and every query value become ``***``
 
 from __future__ import annotations
 
-from typing import Iterable
+import re
+from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 MASK = "***"
+#: A URL inside any text (a spec ``tgi:http://u:p@host``, a sentence, a list of servers).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`,)\]]+")
 
 
 def redact_url(url: str) -> str:
@@ -51,6 +54,36 @@ def redact_command(argv: Iterable[str]) -> list[str]:
             value = redact_spec(value) if value.startswith(("tgi:", "openai:")) else redact_url(value)
         shown.append(f"{option}{equals}{value}")
     return shown
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it that carries credentials or query values redacted
+    (:func:`redact_url`; a ``#MODEL`` fragment stays), wherever it stands.
+
+    >>> redact_text("spec: tgi:http://bob:pw@host:80,http://h2 and openai:http://k@h/v1?key=1#m")
+    'spec: tgi:http://***@host:80,http://h2 and openai:http://***@h/v1?key=***#m'
+    """
+    def replace(match: re.Match) -> str:
+        url = match.group(0)
+        if not url_secrets(url):
+            return url
+        fragment = url.partition("#")[2]
+        return redact_url(url.partition("#")[0]) + (f"#{fragment}" if fragment else "")
+
+    return _URL.sub(replace, text) if "://" in text else text
+
+
+def redact_record(value: Any) -> Any:
+    """A copy of a JSON-like record (card block, training record) with :func:`redact_text`
+    applied to every string in it, keys included. Cards written by older versions, or by hand,
+    may hold credentials: every card and record is passed through this when read and written."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {redact_record(k) if isinstance(k, str) else k: redact_record(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_record(v) for v in value)
+    return value
 
 
 def url_secrets(url: str) -> list[str]:

@@ -287,3 +287,37 @@ def test_verify_rederives_a_dataset_made_under_the_former_agreement_rule(tmp_pat
     assert "published 10 rows, re-verification keeps 5: 12 differences" in out
     assert "published but not kept by re-verification: [concert_singer] How many singers do we have?" in out
     assert "'SELECT COUNT(*), country FROM singer GROUP BY country' (3 votes), recomputed" in out
+
+
+def test_an_older_cards_credentials_and_paths_reach_no_card_record_or_hub(hub, folders, tiny, tmp_path):
+    """A card written before redaction (or by hand) holds a generator spec with credentials: no
+    card, task model record or pushed file repeats them, and no model card names the machine's
+    dataset path."""
+    old = copy_of(folders["first"], tmp_path, "old-card")
+    card = old / "README.md"
+    text = card.read_text()
+    leaked = "tgi:http://bob:LEAKpw99@host:8080/?api_key=LEAKkey"
+    header, rest = text.split("\n---", 1)
+    assert "  generator:\n" in header
+    header = header.replace("    spec: ", f"    spec: {leaked}\n    former_spec: ", 1)
+    card.write_text(header + "\n---" + rest)
+    assert "LEAKpw99" in card.read_text()
+    model = tmp_path / "model"
+    trained = symgen(hub, "train", "--dataset", str(old), "--model", str(tiny["llama"]), "--output-dir", str(model),
+                     "--max-steps", "1", "--per-device-train-batch-size", "4", "--eval-limit", "2",
+                     "--max-target-length", "16")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    pushed = symgen(hub, "push", str(old), REPO, "--version", "1.0.0")
+    pushed_model = symgen(hub, "push-model", str(model), "symgen/geo-model", "--version", "1.0.0")
+    listing = symgen(hub, "versions", REPO)
+    assert pushed.returncode == pushed_model.returncode == listing.returncode == 0, pushed.stderr + pushed_model.stderr
+    written = {p.name: p.read_bytes() for p in (model / "README.md", model / "symgen_task_model.json")}
+    remote = {f"{repo}:{path}": content for repo in (hub.repos[REPO], hub.models["symgen/geo-model"])
+              for commit in repo.commits.values() for path, content in commit.files.items()}
+    printed = (trained.stdout + trained.stderr + pushed.stdout + listing.stdout).encode()
+    for where, content in {**written, **remote, "printed": printed}.items():
+        assert b"LEAK" not in content, where
+        assert where == "printed" or str(tmp_path).encode() not in content, where  # printing local paths is fine
+    record = json.loads(written["symgen_task_model.json"])["training"]
+    assert record["dataset"]["generator"]["spec"] == "tgi:http://***@host:8080/?api_key=***"
+    assert record["dataset"]["path"] == "old-card" and record["dataset_source"] == "old-card"

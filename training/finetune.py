@@ -101,7 +101,7 @@ def load_training_rows(source: str, task_name: str | None):
 
     Returns:
         ``(task, rows, provenance)``; ``provenance`` names the dataset: ``{"id", "revision",
-        "commit"}`` for the Hub, ``{"path"}`` for a folder, ``{"file", "sha256"}`` for a file,
+        "commit"}`` for the Hub, ``{"path"}`` (its name) for a folder, ``{"file", "sha256"}`` for a file,
         and the generator of a symgen dataset.
 
     Raises:
@@ -117,7 +117,7 @@ def load_training_rows(source: str, task_name: str | None):
     if path.is_dir():
         meta, _ = read_folder_card(path)
         rows = datasets.load_dataset(str(path), "default", split="train").to_list()
-        provenance = {"path": str(path.resolve())}
+        provenance = {"path": path.resolve().name}  # by folder name: a card never shows the machine's paths
     elif path.is_file():
         rows = [record for _, record in read_records(path)]
         provenance = {"file": path.name, "sha256": file_sha256(path)}
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_grad_norm",
             "seed", "max_source_length", "max_target_length", "eval_strategy", "eval_steps", "eval_limit")}
         config.training = {
-            "task_card": task_card_block(task), "dataset": dataset_info, "dataset_source": args.dataset, "rows": len(rows), "hyperparameters": hyper,
+            "task_card": task_card_block(task), "dataset": dataset_info, "dataset_source": Path(args.dataset).name if Path(args.dataset).exists() else args.dataset, "rows": len(rows), "hyperparameters": hyper,
             "steps": state["global_step"], "epochs": round(state["global_step"] / steps_per_epoch, 3),
             "eval_references": references, "primary_metric": task.primary_metric, "history": state["history"],
             "best": state["best"], "baseline": baseline,

@@ -61,7 +61,14 @@ class TaskModelConfig:
 
     def save(self, folder: str | Path) -> None:
         """Write ``symgen_task_model.json`` into ``folder``."""
-        (Path(folder) / CONFIG_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        (Path(folder) / CONFIG_FILE).write_text(self.to_json(), encoding="utf-8")
+
+    def to_json(self) -> str:
+        """The file's text: every credential in the record redacted
+        (:func:`~symgen_datasets.redaction.redact_record`)."""
+        from symgen_datasets.redaction import redact_record
+
+        return json.dumps(redact_record(asdict(self)), indent=2) + "\n"
 
     @classmethod
     def load(cls, folder: str | Path) -> "TaskModelConfig":
@@ -74,7 +81,9 @@ class TaskModelConfig:
         if not path.is_file():
             raise InputError(f"{folder}: no {CONFIG_FILE}; expected a task model folder written by `symgen train`")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            from symgen_datasets.redaction import redact_record
+
+            data = redact_record(json.loads(path.read_text(encoding="utf-8")))
             return cls(**data)
         except (ValueError, TypeError) as error:
             raise InputError(f"{path}: not a task model configuration ({error})") from None

@@ -47,7 +47,7 @@ def push_model(folder: str | Path, repo_id: str, version: str, *, private: bool 
         InputError: a bad version, a folder that is not a task model, or an existing tag.
         HubError: the Hub refused or could not be reached.
     """
-    from ..training.task_model import TaskModelConfig
+    from ..training.task_model import CONFIG_FILE, TaskModelConfig
 
     folder = Path(folder)
     numbers = parse_version(version)
@@ -68,8 +68,10 @@ def push_model(folder: str | Path, repo_id: str, version: str, *, private: bool 
         if branch != "main":
             api.create_branch(repo_id, repo_type="model", branch=branch, exist_ok=True)
         local = model_files(folder)
+        # the record as read (credentials redacted), never the file's bytes: an older one may hold some
         operations: list = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
-                            for path in local if path != "README.md"]
+                            for path in local if path not in ("README.md", CONFIG_FILE)]
+        operations.append(CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=config.to_json().encode("utf-8")))
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
         remote = api.list_repo_files(repo_id, repo_type="model", revision=branch)
         operations += [CommitOperationDelete(path_in_repo=path) for path in remote

@@ -154,7 +154,8 @@ def retrain_arguments(config, output_dir: Path, references: Path | None, task_op
         source = dataset["path"]
     else:
         raise InputError("--retrain needs the training data: the card's dataset is "
-                         f"{dataset.get('file') or dataset.get('path')!r}, which is not on the Hub")
+                         f"{dataset.get('file') or dataset.get('path')!r}, which is not on the Hub (a local folder is "
+                         "recorded by its name: run from the folder that holds it)")
     arguments = ["--dataset", source, "--task", config.task, "--model", config.base_model, "--output-dir", str(output_dir)]
     for name, value in (training.get("hyperparameters") or {}).items():
         if value is None:

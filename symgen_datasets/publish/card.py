@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..errors import InputError
+from ..redaction import redact_record
 
 if TYPE_CHECKING:
     from ..pipeline.columns import Columns
@@ -84,6 +85,7 @@ def render_card(meta: dict[str, Any], configs: list[dict], repo_id: str, revisio
         repo_id: the repository id (or local path) shown in the loading example.
         revision: the revision shown in the loading example (e.g. ``v1.1.0``), if any.
     """
+    meta = redact_record(meta)
     dataset = meta["dataset"]
     card_data = DatasetCardData(
         language=["en"],
@@ -106,7 +108,8 @@ def render_card(meta: dict[str, Any], configs: list[dict], repo_id: str, revisio
 
 
 def read_card(text: str, where: str) -> tuple[dict[str, Any], list[dict]]:
-    """The ``symgen`` block and the ``configs`` entries of a card's text.
+    """The ``symgen`` block and the ``configs`` entries of a card's text, with every credential
+    in them redacted (a card written by an older version or by hand may hold some).
 
     Raises:
         InputError: the card has no ``symgen`` block or no ``configs`` (not a symgen dataset).
@@ -114,7 +117,7 @@ def read_card(text: str, where: str) -> tuple[dict[str, Any], list[dict]]:
     data = DatasetCard(text).data.to_dict()
     if not isinstance(data.get("symgen"), dict) or not data.get("configs"):
         raise InputError(f"{where}: not a symgen dataset card (no `symgen` block or `configs` in its YAML header)")
-    return data["symgen"], data["configs"]
+    return redact_record(data["symgen"]), data["configs"]
 
 
 def read_folder_card(folder: str | Path) -> tuple[dict[str, Any], list[dict]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..redaction import redact_record
 
 #: The Hub model the embedded generator model is a (de-quantised Q4_1) copy of.
 EMBEDDED_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -89,7 +90,7 @@ def render_model_card(config: Any, repo_id: str, revision: str | None = None, ve
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    training = config.training or {}
+    training = redact_record(config.training or {})
     if not training.get("task_card"):
         raise InputError(f"{repo_id}: symgen_task_model.json holds no training record; train with `symgen train`")
     task_card = training["task_card"]
@@ -115,7 +116,7 @@ def render_model_card(config: Any, repo_id: str, revision: str | None = None, ve
         datasets=[dataset["id"]] if dataset.get("id") else None,
         tags=["symgen", "synthetic-data", config.task, *task_card["tags"]],
         pipeline_tag="text2text-generation" if config.architecture == "seq2seq" else "text-generation",
-        model_name=title, eval_results=eval_results or None, symgen=asdict(config),
+        model_name=title, eval_results=eval_results or None, symgen=redact_record(asdict(config)),
     )
     template = resources.files("symgen_datasets.hub_cards").joinpath("model_card.md").read_text()
     card = ModelCard.from_template(
@@ -134,14 +135,16 @@ def write_model_card(folder: str | Path, config: Any, repo_id: str | None = None
     folder = Path(folder)
     training = config.training or {}
     has_curve = plot_eval_curve(training.get("history") or [], training.get("primary_metric") or "", folder / CURVE_FILE)
-    text = render_model_card(config, repo_id or str(folder), revision, version, has_curve)
+    # a local card names its folder by name (relative), never the machine's path
+    text = render_model_card(config, repo_id or folder.resolve().name, revision, version, has_curve)
     path = folder / "README.md"
     path.write_text(text, encoding="utf-8")
     return path
 
 
 def read_model_card(text: str, where: str) -> dict[str, Any]:
-    """The ``symgen`` block (the task model configuration) of a model card's text.
+    """The ``symgen`` block (the task model configuration) of a model card's text, credentials
+    redacted.
 
     Raises:
         InputError: the card has no ``symgen`` block (not a symgen task model).
@@ -151,4 +154,4 @@ def read_model_card(text: str, where: str) -> dict[str, Any]:
     data = ModelCard(text).data.to_dict()
     if not isinstance(data.get("symgen"), dict):
         raise InputError(f"{where}: not a symgen task model card (no `symgen` block in its YAML header)")
-    return data["symgen"]
+    return redact_record(data["symgen"])
