@@ -211,3 +211,43 @@ def test_train_from_a_hub_dataset_revision_and_reproduce_by_retraining(hub, tiny
     reproduced = symgen(hub, "reproduce", "symgen/geo-tiny@v1.0.0", "--retrain")
     assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr[-3000:]
     assert "retrained" in reproduced.stdout and reproduced.stdout.splitlines()[-1].startswith("reproduced within")
+
+
+def test_reproduce_catches_a_shown_metric_tampered_weights_and_a_truncated_file(hub, embedded_run, tmp_path):
+    """The card's model-index and table are compared too (exit 1); weights tampered with at the
+    Hub or truncated are caught by their digest before anything is evaluated (exit 2, no
+    traceback)."""
+    out = embedded_run["out"]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    assert symgen(hub, "push-model", str(copy), "symgen/geo-t2", "--version", "1.0.0").returncode == 0
+    repo = hub.models["symgen/geo-t2"]
+    files = repo.commits[repo.tags["v1.0.0"]].files
+    card = files["README.md"].decode()
+    best = json.loads((out / "symgen_task_model.json").read_text())["training"]["best"]["exact_match"]
+    shown = f"{best:.4f}"
+    assert f"| exact_match | {shown} |" in card
+    forged = card.replace(f"| exact_match | {shown} |", "| exact_match | 0.9876 |")
+    forged = forged.replace(f"value: {round(best, 4)}\n", "value: 0.9876\n", 1) if f"value: {round(best, 4)}\n" in forged else forged
+    files["README.md"] = forged.encode()
+    caught = symgen(hub, "reproduce", "symgen/geo-t2@v1.0.0")
+    assert caught.returncode == 1, caught.stdout + caught.stderr[-2000:]
+    assert "NOT reproduced" in caught.stdout and "table:exact_match" in caught.stdout
+    assert "the card's table shows exact_match 0.9876" in caught.stdout
+    assert "weights match the card (model.safetensors, sha256)" in caught.stdout
+
+    # the weights at the Hub, XOR-ed in the middle (a new version, so nothing is cached)
+    assert symgen(hub, "push-model", str(copy), "symgen/geo-t2", "--version", "1.0.1").returncode == 0
+    weights = bytearray(repo.commits[repo.tags["v1.0.1"]].files["model.safetensors"])
+    middle = len(weights) // 2
+    weights[middle:middle + 1_000_000] = bytes(b ^ 0x5A for b in weights[middle:middle + 1_000_000])
+    repo.commits[repo.tags["v1.0.1"]].files["model.safetensors"] = bytes(weights)
+    tampered = symgen(hub, "reproduce", "symgen/geo-t2@v1.0.1")
+    assert tampered.returncode == 2 and "model.safetensors: sha256" in tampered.stderr, tampered.stderr[-2000:]
+    assert "Traceback" not in tampered.stderr
+
+    # a truncated file in a local folder
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes()[:4096])
+    truncated = symgen(hub, "reproduce", str(copy))
+    assert truncated.returncode == 2 and "model.safetensors: sha256" in truncated.stderr, truncated.stderr[-2000:]
+    assert "Traceback" not in truncated.stderr

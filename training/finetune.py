@@ -149,6 +149,15 @@ def load_training_rows(source: str, task_name: str | None):
     return task, rows, provenance
 
 
+def weight_file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of each weight file of a saved model (``*.safetensors`` and its index), by file
+    name: what ``symgen reproduce`` checks the downloaded files against."""
+    from symgen_datasets.pipeline.evaluate import file_sha256
+
+    return {path.name: file_sha256(path) for path in sorted(folder.iterdir())
+            if path.is_file() and (path.name.endswith(".safetensors") or path.name.endswith(".safetensors.index.json"))}
+
+
 def mixed_precision(args: argparse.Namespace) -> str | None:
     """``--bf16``/``--fp16``; else what ``accelerate launch`` set; else bf16 on a GPU that has it."""
     if args.bf16:
@@ -373,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_tokens_per_s": round(state["tokens"] / state["seconds"], 1) if state["seconds"] else None,
             "peak_memory_mib": round(peak, 1), "num_processes": accelerator.num_processes,
             "final_weights_sha256": digests,
+            "weights_sha256": weight_file_digests(output),
             "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else accelerator.device.type,
             "mixed_precision": accelerator.mixed_precision,
         }

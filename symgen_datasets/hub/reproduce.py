@@ -1,16 +1,19 @@
 """``symgen reproduce``: re-derive a published task model's numbers from the published artifacts.
 
 The model card's ``symgen`` block records the task and its options, the evaluation references
-(the task's packaged dev set, or a file, with its sha256 and the row limit), the generation batch
-and every metric of the best evaluation. Reproduction downloads the model at the revision, checks
-that the references are the same bytes (by hash), evaluates again with ``symgen evaluate``'s code
-and compares metric by metric. With ``retrain``, the model is also trained again from the card's
+(the task's packaged dev set, or a file, with its sha256 and the row limit), the generation batch,
+every metric of the best evaluation and the sha256 of each weight file. Reproduction downloads
+the model at the revision, checks that the weight files and the references are the same bytes
+(by hash; exit 2 when they differ or cannot be read), evaluates again with ``symgen evaluate``'s
+code and compares metric by metric with every number the card shows: the ``symgen`` block, the
+``model-index`` and the results table. With ``retrain``, the model is also trained again from the card's
 dataset (Hub id at its recorded commit, or the same file) and hyper-parameters, and evaluated the
 same way.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,8 @@ class ReproduceReport:
         retrained: the metrics of the model trained again (``retrain``), else ``None``.
         tolerance: the largest accepted difference.
         references: what was evaluated on (file, sha256, rows).
+        shown: the metrics the card shows to readers, by place (``model-index``, ``table``).
+        weights: how the weights were checked (a sentence).
     """
 
     source: str
@@ -42,14 +47,20 @@ class ReproduceReport:
     tolerance: float
     references: dict[str, Any] = field(default_factory=dict)
     retrained: dict[str, float] | None = None
+    shown: dict[str, dict[str, float]] = field(default_factory=dict)
+    weights: str = ""
 
     def differences(self, measured: dict[str, float] | None) -> list[str]:
-        """The metrics of ``measured`` that differ from the reported ones beyond the tolerance
-        (or are missing)."""
+        """The metrics of ``measured`` that differ beyond the tolerance (or are missing) from the
+        reported ones, or from any number the card shows (named ``place:metric``)."""
         if measured is None:
             return []
-        return [name for name, value in self.reported.items()
-                if name not in measured or abs(measured[name] - value) > self.tolerance]
+        found = [name for name, value in self.reported.items()
+                 if name not in measured or abs(measured[name] - value) > self.tolerance]
+        for place, metrics in self.shown.items():
+            found += [f"{place}:{name}" for name, value in metrics.items()
+                      if name not in measured or abs(measured[name] - value) > self.tolerance]
+        return found
 
     @property
     def reproduced_ok(self) -> bool:
@@ -59,6 +70,57 @@ class ReproduceReport:
 
 def _numbers(record: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in record.items() if k not in ("epoch", "step") and isinstance(v, (int, float))}
+
+
+class WeightsMismatch(InputError):
+    """The model's weight files are not the ones the card records, or cannot be read."""
+
+
+def check_weights(folder: Path, training: dict[str, Any]) -> str:
+    """Compare the weight files of ``folder`` with the card's ``weights_sha256``.
+
+    Returns:
+        What was checked (a sentence for the report).
+
+    Raises:
+        WeightsMismatch: a recorded file is missing, unreadable or has another digest.
+    """
+    from ..pipeline.evaluate import file_sha256
+
+    recorded = training.get("weights_sha256") or {}
+    if not recorded:
+        return "the card records no digest of its weight files (trained by an older version): weights not checked"
+    for name, digest in sorted(recorded.items()):
+        path = folder / name
+        try:
+            found = file_sha256(path)
+        except OSError as error:
+            raise WeightsMismatch(f"{path}: cannot read the weights the card records ({error.strerror or error})") from None
+        if found != digest:
+            raise WeightsMismatch(f"{path}: sha256 {found} is not the {digest} the card records: these are not the "
+                                  "weights that were evaluated (tampered with, truncated or replaced)")
+    return f"weights match the card ({', '.join(sorted(recorded))}, sha256)"
+
+
+def shown_metrics(card_text: str) -> dict[str, dict[str, float]]:
+    """The metrics a model card shows to readers: its ``model-index`` values and its results
+    table (``| name | value |`` rows under "Results on real dev data")."""
+    from huggingface_hub import ModelCard
+
+    shown: dict[str, dict[str, float]] = {}
+    data = ModelCard(card_text).data
+    index = {r.metric_type: float(r.metric_value) for r in (data.eval_results or []) if isinstance(r.metric_value, (int, float))}
+    if index:
+        shown["model-index"] = index
+    body = card_text.split("## Results on real dev data", 1)
+    if len(body) == 2:
+        section = body[1].split("\n## ", 1)[0]
+        table = {}
+        for match in re.finditer(r"^\| (\w[\w@]*)(?: \(primary\))? \| (-?[0-9.]+) \|", section, flags=re.M):
+            table.setdefault(match.group(1), float(match.group(2)))
+        if table:
+            shown["table"] = table
+    return shown
 
 
 def _references(task, recorded: dict[str, Any], given: str | None) -> Path:
@@ -112,8 +174,10 @@ def reproduce(source: str, references: str | None = None, task_options: dict[str
     card = folder / "README.md"
     if not card.is_file():
         raise InputError(f"{source}: no README.md (model card); expected a model published by `symgen push-model`")
-    config = TaskModelConfig(**read_model_card(card.read_text(encoding="utf-8"), f"{source}:README.md"))
+    card_text = card.read_text(encoding="utf-8")
+    config = TaskModelConfig(**read_model_card(card_text, f"{source}:README.md"))
     training = config.training or {}
+    weights = check_weights(folder, training)
     task = get_task(config.task)
     recorded = training.get("eval_references") or {}
     path = _references(task, recorded, references)
@@ -121,7 +185,11 @@ def reproduce(source: str, references: str | None = None, task_options: dict[str
     reported = _numbers(training.get("best") or {})
 
     def measure(model_source: str) -> dict[str, float]:
-        predict, details = model_predictions(model_source, task, batch)
+        try:
+            predict, details = model_predictions(model_source, task, batch)
+        except (OSError, ValueError, RuntimeError) as error:  # safetensors' own errors are among these
+            raise WeightsMismatch(f"{model_source}: cannot load the model ({type(error).__name__}: "
+                                  f"{str(error).splitlines()[0][:200] if str(error) else ''})") from None
         result = evaluate(task, predict, f"model:{model_source}", references=path, task_options=task_options,
                           limit=recorded.get("limit"), details=details)
         return dict(result.evaluation.metrics)
@@ -136,7 +204,7 @@ def reproduce(source: str, references: str | None = None, task_options: dict[str
             train(retrain_arguments(config, target, path if references is not None else None, task_options))
             retrained = measure(str(target))
     return ReproduceReport(source, revision, config.task, reported, reproduced, tolerance,
-                           {**recorded, "path": str(path)}, retrained)
+                           {**recorded, "path": str(path)}, retrained, shown_metrics(card_text), weights)
 
 
 def retrain_arguments(config, output_dir: Path, references: Path | None, task_options: dict[str, Any] | None) -> list[str]:
@@ -174,6 +242,8 @@ def format_report(report: ReproduceReport) -> str:
     refs = report.references
     lines = [f"{where}: task {report.task}, evaluated on {refs.get('file')} ({refs.get('rows')} rows, "
              f"sha256 {str(refs.get('sha256'))[:12]}… matches the card)"]
+    if report.weights:
+        lines.append(report.weights)
     header = f"  {'metric':<22} {'reported':>9} {'reproduced':>11} {'diff':>8}"
     if report.retrained is not None:
         header += f" {'retrained':>10} {'diff':>8}"
@@ -187,6 +257,12 @@ def format_report(report: ReproduceReport) -> str:
             line += f" {again if again is not None else float('nan'):>10.4f} " \
                     f"{(again - value) if again is not None else float('nan'):>+8.4f}"
         lines.append(line)
+    for place, metrics in report.shown.items():
+        for name, value in metrics.items():
+            now = report.reproduced.get(name)
+            if now is None or abs(now - value) > report.tolerance:
+                lines.append(f"  the card's {place} shows {name} {value:.4f}; reproduced "
+                             f"{now if now is not None else float('nan'):.4f}")
     differ = sorted(set(report.differences(report.reproduced)) | set(report.differences(report.retrained)))
     lines.append(f"reproduced within {report.tolerance:g}" if not differ else
                  f"NOT reproduced: {', '.join(differ)} differ by more than {report.tolerance:g}")
