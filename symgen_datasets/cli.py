@@ -541,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
             return _s3(args, extra)
         if extra and command not in ("verify", "evaluate", "reproduce"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if command == "evaluate" and args.limit is not None and args.limit < 1:
+            parser.error(f"--limit {args.limit}: must be a positive number of rows")
         if command == "evaluate" and extra and args.task is not None and _task_of(argv) is not None:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")  # the task's own flags are known here
         args.loose_options = parse_task_flags(extra) if command in ("evaluate", "reproduce") else {}

@@ -49,6 +49,11 @@ from symgen_datasets.training.task_model import (
 #: Files of --output-dir that are the model (replaced together when a better model is found).
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+#: The lock held on --output-dir for the whole run (hidden: never pushed).
+LOCK_FILE = ".train.lock"
+#: Settings a checkpoint must share with the run that resumes it.
+RESUME_SETTINGS = ("dataset", "task", "model", "learning_rate", "seed", "per_device_train_batch_size",
+                   "gradient_accumulation_steps", "lr_scheduler_type", "weight_decay", "warmup_ratio", "num_processes")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,11 +94,92 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-metrics", metavar="FILE", help="metrics.json of `symgen evaluate --generator` "
                         "on the same references: the generator LLM's own score, shown in the card beside the model's")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
+    parser.add_argument("--overwrite-output-dir", action="store_true", help="train into a non-empty --output-dir, "
+                        "removing what an earlier run left there (without it, such a folder is refused unless resuming)")
     args, extra = parser.parse_known_args(argv)
     args.task_options = parse_task_flags(extra)
-    if args.eval_strategy == "steps" and not args.eval_steps:
-        parser.error("--eval-strategy steps needs --eval-steps N")
+    for problem in argument_problems(args):
+        parser.error(problem)  # exit 2, before any model or data is loaded
     return args
+
+
+def argument_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the hyper-parameters and the output folder, one message per flag."""
+    from transformers import SchedulerType
+
+    problems = []
+    positive = {"learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
+                "per_device_eval_batch_size": args.per_device_eval_batch_size,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps, "save_steps": args.save_steps,
+                "logging_steps": args.logging_steps, "max_source_length": args.max_source_length,
+                "max_target_length": args.max_target_length}
+    if args.max_steps <= 0:
+        positive["num_train_epochs"] = args.num_train_epochs
+    for name, value in positive.items():
+        if not value > 0:
+            problems.append(f"--{name.replace('_', '-')} {value}: must be positive")
+    for name in ("eval_limit", "eval_steps"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            problems.append(f"--{name.replace('_', '-')} {value}: must be a positive number of "
+                            f"{'rows' if name == 'eval_limit' else 'steps'}")
+    if not 0 <= args.warmup_ratio <= 1:
+        problems.append(f"--warmup-ratio {args.warmup_ratio}: must be between 0 and 1")
+    if args.weight_decay < 0 or args.max_grad_norm <= 0:
+        problems.append("--weight-decay must be >= 0 and --max-grad-norm > 0")
+    schedulers = [kind.value for kind in SchedulerType]
+    if args.lr_scheduler_type not in schedulers:
+        problems.append(f"--lr-scheduler-type {args.lr_scheduler_type}: unknown; one of {', '.join(schedulers)}")
+    if args.eval_strategy == "steps" and not args.eval_steps:
+        problems.append("--eval-strategy steps needs --eval-steps N")
+    output = Path(args.output_dir)
+    for folder in [output, *output.parents]:
+        if folder.exists() and not folder.is_dir():
+            problems.append(f"--output-dir {args.output_dir}: {folder} is a file, not a folder")
+            break
+    return problems
+
+
+def check_output_dir(args: argparse.Namespace) -> None:
+    """Refuse an output folder that would mix two runs or overwrite a dataset; with
+    ``--overwrite-output-dir``, empty it (an earlier run's checkpoints must never be resumed
+    under this run's card).
+
+    Raises:
+        InputError: the dataset's own folder, a folder holding a dataset, or a non-empty folder
+            without ``--resume-from-checkpoint`` or ``--overwrite-output-dir``.
+    """
+    output = Path(args.output_dir).resolve()
+    dataset = Path(args.dataset)
+    if dataset.exists() and (output == dataset.resolve() or dataset.resolve() in output.parents):
+        raise InputError(f"--output-dir {args.output_dir}: that is the dataset's own folder ({args.dataset}); "
+                         "write the model to another folder")
+    if (output / "README.md").is_file() and not (output / "symgen_task_model.json").is_file() \
+            and any(output.glob("data/*.parquet")):
+        raise InputError(f"--output-dir {args.output_dir}: it holds a dataset; write the model to another folder")
+    entries = [entry for entry in output.iterdir() if entry.name != LOCK_FILE] if output.is_dir() else []
+    if not entries or args.resume_from_checkpoint:
+        return
+    if not args.overwrite_output_dir:
+        raise InputError(f"--output-dir {args.output_dir} is not empty (an earlier run's model or checkpoints): "
+                         "resume it with --resume-from-checkpoint latest, train into another folder, or pass "
+                         "--overwrite-output-dir to replace it")
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints under ``folder`` (``checkpoint-N`` with its state file), oldest
+    first; partial ones (being written, or left by a kill) and other folders are ignored."""
+    found = []
+    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        number = path.name.removeprefix("checkpoint-")
+        if number.isdigit() and (path / STATE_FILE).is_file():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
 
 
 def load_training_rows(source: str, task_name: str | None):
@@ -189,6 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # the same order after a resume
     )
     set_seed(args.seed)
+    lock = None
+    if accelerator.is_main_process:
+        from symgen_datasets.pipeline.lock import RunLock
+
+        check_output_dir(args)
+        # one training per folder at a time; the kernel releases the lock however the run ends
+        lock = RunLock(output, name=LOCK_FILE, advice="wait for it to finish, or train into another --output-dir")
+        lock.__enter__()
+    accelerator.wait_for_everyone()
 
     # --- the data: training rows, the task's knowledge, real dev rows --------------------------
     task, rows, dataset_info = load_training_rows(args.dataset, args.task)
@@ -233,27 +328,42 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = accelerator.prepare(scheduler)
 
     # --- resume -------------------------------------------------------------------------------
-    state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [], "best": None, "tokens": 0, "seconds": 0.0}
+    settings = {"dataset": rows_digest(rows), "task": task.name, "model": args.model,
+                "num_processes": accelerator.num_processes,
+                **{name: getattr(args, name) for name in RESUME_SETTINGS if name not in ("dataset", "task", "model",
+                                                                                         "num_processes")}}
+    state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [], "best": None, "tokens": 0, "seconds": 0.0,
+             "settings": settings}
     if args.resume_from_checkpoint:
         checkpoint = Path(args.resume_from_checkpoint)
         if args.resume_from_checkpoint == "latest":
-            found = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])) \
-                if (output / CHECKPOINTS).is_dir() else []
+            found = checkpoints(output / CHECKPOINTS)
             if not found:
-                raise InputError(f"--resume-from-checkpoint latest: no checkpoint under {output / CHECKPOINTS}")
+                raise InputError(f"--resume-from-checkpoint latest: no complete checkpoint under {output / CHECKPOINTS}")
             checkpoint = found[-1]
-        if not (checkpoint / STATE_FILE).is_file():
-            raise InputError(f"--resume-from-checkpoint {checkpoint}: not a checkpoint of this script (no {STATE_FILE})")
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+        state = read_checkpoint_state(checkpoint, settings)
+        try:
+            accelerator.load_state(str(checkpoint))
+        except Exception as error:  # noqa: BLE001 - torch, safetensors and pickle each raise their own
+            raise InputError(f"{unreadable_file(checkpoint)}: cannot be loaded ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0][:200] if str(error) else ''}); resume from another "
+                             "checkpoint or start again") from None
         accelerator.print(f"resumed from {checkpoint} at step {state['global_step']}")
 
     def save_checkpoint() -> None:
+        """``checkpoints/checkpoint-N``, written under a temporary name and renamed once complete:
+        a run killed meanwhile leaves no folder that ``latest`` would pick."""
         folder = output / CHECKPOINTS / f"checkpoint-{state['global_step']}"
-        accelerator.save_state(str(folder))
+        partial = output / CHECKPOINTS / f".checkpoint-{state['global_step']}.partial"
         if accelerator.is_main_process:
-            (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
-            kept = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            shutil.rmtree(partial, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial))
+        if accelerator.is_main_process:
+            (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(partial, folder)
+            kept = checkpoints(output / CHECKPOINTS)
             for old in kept[:-args.save_total_limit] if args.save_total_limit > 0 else []:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
@@ -395,7 +505,64 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.wait_for_everyone()
     knowledge.cleanup()
     accelerator.end_training()
+    if lock is not None:
+        lock.__exit__(None, None, None)
     return 0
+
+
+def rows_digest(rows: list[dict]) -> str:
+    """sha256 of the training rows (their JSON, keys sorted): a checkpoint is resumed only on the
+    same data."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_checkpoint_state(checkpoint: Path, settings: dict) -> dict:
+    """The training state saved with ``checkpoint``, checked against this run's settings.
+
+    Raises:
+        InputError: no state file, an unreadable one, or a checkpoint of another run (the message
+            names each setting that differs).
+    """
+    path = checkpoint / STATE_FILE
+    if not path.is_file():
+        raise InputError(f"--resume-from-checkpoint {checkpoint}: not a checkpoint of this script (no {STATE_FILE})")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("global_step"), int) or "history" not in state:
+            raise ValueError("not a training state")
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: unreadable ({error}); resume from another checkpoint or start again") from None
+    saved = state.get("settings") or {}
+    differ = [f"{name} (checkpoint {saved[name]!r}, this run {settings[name]!r})" for name in settings
+              if name in saved and saved[name] != settings[name]]
+    if differ:
+        raise InputError(f"--resume-from-checkpoint {checkpoint}: a checkpoint of another run; these settings "
+                         f"differ: {'; '.join(differ)}. Resume with the same settings, or train into another "
+                         "--output-dir")
+    state["settings"] = settings
+    return state
+
+
+def unreadable_file(checkpoint: Path) -> Path:
+    """The file of ``checkpoint`` that cannot be loaded (each tried alone), or the folder."""
+    import pickle
+
+    from safetensors.torch import load_file
+
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                load_file(str(path))
+            elif path.suffix == ".bin":
+                torch.load(path, map_location="cpu", weights_only=False)
+            elif path.suffix == ".pkl":
+                with open(path, "rb") as handle:
+                    pickle.load(handle)  # our own checkpoint's random states, as accelerate reads them
+        except Exception:  # noqa: BLE001
+            return path
+    return checkpoint
 
 
 if __name__ == "__main__":

@@ -36,15 +36,19 @@ class RunLock:
 
     Args:
         folder: the work folder.
+        name: the lock file's name inside it.
+        advice: what the refusal tells the user to do.
 
     Raises:
         BusyError: another process holds the folder (the message names the process).
         InputError: the folder cannot be created or written.
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, name: str = LOCK_NAME,
+                 advice: str = "wait for it to finish, or give this run another --output or --work-dir"):
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
+        self.advice = advice
         self._lock: filelock.FileLock | None = None
 
     def _describe_holder(self) -> str:
@@ -70,8 +74,7 @@ class RunLock:
             lock.acquire()
         except filelock.Timeout:
             raise BusyError(
-                f"the work folder {self.folder} is in use by another run ({self._describe_holder()}); "
-                "wait for it to finish, or give this run another --output or --work-dir"
+                f"the {'work ' if self.path.name == LOCK_NAME else ''}folder {self.folder} is in use by another run ({self._describe_holder()}); {self.advice}"
             ) from None
         except OSError as error:
             raise InputError(f"work folder {self.folder}: cannot create or lock it ({error.strerror or error})") from None
@@ -82,7 +85,7 @@ class RunLock:
         if self._lock is None:
             return
         try:
-            alone = [entry.name for entry in self.folder.iterdir()] == [LOCK_NAME]
+            alone = [entry.name for entry in self.folder.iterdir()] == [self.path.name]
             if alone:
                 self.path.unlink(missing_ok=True)  # while held: a waiter that opened it sees it unlinked and retries
         finally:
