@@ -310,3 +310,29 @@ def test_execute_stream_runs_ahead_and_answers_in_job_order(geography_db, tmp_pa
     for job, outcomes in enumerate(results):
         count = 51 if job % 2 else 100
         assert [o.key for o in outcomes] == [result_keys([(job, position, count)], False) for position in range(1 + job % 4)]
+
+
+def test_a_fuzzy_bash_cluster_is_represented_by_its_most_sampled_member():
+    """A BLEU cluster holds the right command and its corruptions; the corruption the model was
+    most confident about must not represent it (the review's NL2Bash rows were 75% gold). Exact
+    clusters (SQL) keep the most confident member."""
+    from symgen_datasets.tasks import get_task
+
+    task = get_task("nl2bash")
+    gold = "find . -name '*.txt' -type f -mtime -7"
+    dropped = "find . -name '*.txt' -type f -7"  # one token dropped
+    swapped = "find . -name '*.txt' -type f -7 -mtime"  # two tokens swapped
+    candidates = [gold, dropped, gold, swapped, gold, gold]
+    logprobs = [-0.9, -0.1, -0.8, -0.3, -0.7, -0.95]
+    with task.make_verifier(task.load_knowledge(task.options_with_defaults({}))) as verifier:
+        programs, index = distinct_programs(candidates, verifier.normalize)
+        outcomes = verifier.execute(None, programs)
+        labels = verifier.cluster_labels(outcomes, index)
+        assert len(set(labels)) == 1  # one fuzzy cluster of 6 votes
+        vote = majority_vote(candidates, outcomes, logprobs, (programs, index), labels, verifier.barred_labels,
+                             verifier.representative)
+        assert verifier.representative == "support"
+    assert (vote.program, vote.votes) == (gold, 6)
+    former = majority_vote(candidates, outcomes, logprobs, (programs, index), labels, verifier.barred_labels, "logprob")
+    assert former.program == dropped  # the former rule kept the corruption
+    assert get_task("geoquery_sql").verifier_class.representative == "logprob"

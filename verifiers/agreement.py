@@ -16,7 +16,10 @@ Differences from SymGen's released code, on purpose:
 * duplicates are found after the verifier's normalisation anywhere in the list, not only when
   adjacent;
 * the representative program of the winning cluster is the one with the highest mean token
-  log-probability, or the most frequent one when the backend gives no log-probabilities.
+  log-probability, or the most frequent one when the backend gives no log-probabilities; for a
+  *fuzzy* agreement (NL2Bash's BLEU clusters, where members are different programs: the right
+  command and its corruptions), the member with the most samples of its own, then the highest
+  log-probability (``representative="support"``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def majority_vote(
     distinct: tuple[list[str], list[int]] | None = None,
     labels: Sequence[str | None] | None = None,
     barred: Container[str] = (),
+    representative: str = "logprob",
 ) -> VoteResult:
     """Cluster candidates by outcome and pick the largest cluster.
 
@@ -100,6 +104,10 @@ def majority_vote(
         barred: labels of clusters that take part in the vote but never win: when one ranks
             first, the question has no winner (``program`` ``None``, 0 votes). SQL's empty result
             under ``empty_results="reject"`` is one.
+        representative: how the winning cluster's program is chosen: ``"logprob"`` (highest
+            log-probability, then most samples; right when members agree exactly, e.g. equal
+            SQL results) or ``"support"`` (most samples of its own, then log-probability; for
+            fuzzy clusters, whose members are different programs).
 
     Returns:
         A :class:`VoteResult`. Cluster ties (same votes) are broken by the cluster's mean
@@ -141,6 +149,8 @@ def majority_vote(
         return (votes, confidence, -min(members))
 
     def program_rank(program: int) -> tuple:
+        if representative == "support":
+            return (frequency[program], best_logprob.get(program, float("-inf")), -program)
         return (best_logprob.get(program, float("-inf")), frequency[program], -program)
 
     ranked = sorted(((cluster_rank(members), members, label) for label, members in clusters.items()),

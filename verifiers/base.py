@@ -95,6 +95,11 @@ class Verifier(ABC):
         keys itself)."""
         return None
 
+    #: How the winning cluster's program is chosen (see
+    #: :func:`~symgen_datasets.verifiers.agreement.majority_vote`'s ``representative``):
+    #: ``"logprob"`` where members agree exactly, ``"support"`` for fuzzy agreement.
+    representative: str = "logprob"
+
     #: Cluster labels that take part in the vote but never win (see
     #: :func:`~symgen_datasets.verifiers.agreement.majority_vote`'s ``barred``); none by default.
     barred_labels: frozenset[str] = frozenset()

@@ -113,6 +113,10 @@ class BashVerifier(PooledVerifier):
         self.timeout_s = timeout_s
         self.threshold = threshold
 
+    #: BLEU clusters hold the right command and its corruptions: the member sampled most often
+    #: represents the cluster, not the one the model was most confident about.
+    representative = "support"
+
     def worker_options(self) -> Any:
         return self.utilities
 

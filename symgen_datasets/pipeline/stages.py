@@ -279,7 +279,8 @@ def verify_stream(context: StageContext, rows: Iterable[dict]) -> Iterator[dict]
         executed = iter(executed)
         outcomes = [next(executed) if program else unparsed for program in programs]
         vote = majority_vote(row["candidates"], outcomes, row["candidate_logprobs"], (programs, index),
-                             verifier.cluster_labels(outcomes, index), verifier.barred_labels)
+                             verifier.cluster_labels(outcomes, index), verifier.barred_labels,
+                             getattr(verifier, "representative", "logprob"))
         context.count(valid_count, vote.num_executable)
         yield {
             **row,
