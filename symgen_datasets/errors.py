@@ -41,6 +41,18 @@ class GenerationError(SymgenError):
     """An LLM backend failed for good (after retries) or cannot be reached."""
 
 
+class NothingKept(GenerationError):
+    """No question reached ``--min-votes``: nothing was written.
+
+    Attributes:
+        counts: the run's stage counts.
+    """
+
+    def __init__(self, message: str, counts: dict[str, int] | None = None):
+        super().__init__(message)
+        self.counts = dict(counts or {})
+
+
 class BusyError(SymgenError):
     """A work folder or a database is in use by another process (another run, a writer)."""
 

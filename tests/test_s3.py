@@ -199,3 +199,52 @@ def test_commands_that_need_a_verifier_refuse_a_classification_task(capsys):
     for command in (["generate", "rte"], ["check", "rte", "--input", dev], ["calibrate", "rte", "--questions", dev]):
         assert main(command) == 2
         assert "has no verifier" in capsys.readouterr().err
+
+
+def test_an_extrapolation_answered_with_sql_is_rejected_at_parsing_and_the_round_is_recorded_empty(geo, tmp_path):
+    """The LLM answers every extrapolation prompt with SQL instead of a question: nothing is
+    parsed as a question, the round is recorded with no new rows (the previous dataset and model
+    stand), and --patience ends the loop; before, the round aborted and --resume repeated it."""
+    task = get_task("geoquery_sql")
+    garbage = ["SELECT count(*) FROM state", "SELECT city_name FROM city WHERE population > 150000;",
+               "```sql\nSELECT river_name FROM river\n```", "with t as (select 1) select * from t"]
+    for text in garbage:
+        assert task.parse_question(" " + text + "\n", {"db_id": "geography_db"}) is None, text
+    assert task.parse_question(" how many rivers run through the state of colorado ?\n", {"db_id": "geography_db"})
+
+    oracle = geo["oracle"]
+
+    def responder(prompt: str, parameters: dict, seed: int):
+        if "A small model answered the questions below wrong" in prompt:
+            return " " + garbage[seed % len(garbage)] + "\n", [-0.2]
+        return oracle(prompt, parameters, seed)
+
+    output = tmp_path / "run"
+    with LLMServer(responder) as server:
+        done = subprocess.run(s3_command(geo, server.url, output, "--patience", "1"), capture_output=True, text=True,
+                              timeout=900)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
+    rounds = json.loads((output / "s3_state.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]  # round 2 not run: no improvement for --patience 1 round
+    empty = rounds[1]
+    assert empty["no_new_rows"] and empty["examples_added"] == 0 and empty["counts"]["parsed"] == 0
+    assert empty["counts"]["completions"] > 0 and empty["dataset"] == rounds[0]["dataset"]
+    assert empty["validation_after"] == rounds[0]["validation_after"]
+    assert "round 1: no new example survived" in done.stderr
+
+
+def test_the_resume_fingerprint_holds_the_demonstrations_by_content(tmp_path):
+    from symgen_datasets.pipeline import GenerateSettings
+    from symgen_datasets.s3.loop import S3Settings
+
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text((get_task("geoquery_sql").packaged / "10_shot.jsonl").read_text())
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text(demos.read_text())
+
+    def fingerprint() -> dict:
+        return S3Settings(GenerateSettings(task="geoquery_sql", demos=str(demos)), str(validation), str(tmp_path / "o")).fingerprint()
+
+    before = fingerprint()
+    demos.write_text(demos.read_text().replace("texas", "ohio"))  # same path, other demonstrations
+    assert fingerprint() != before and fingerprint()["generate"]["demos"]["file"] == "demos.jsonl"

@@ -23,7 +23,7 @@ from typing import Iterator
 
 from .. import __version__
 from ..arrow_files import ArrowTable, stream_batches, write_arrow
-from ..errors import GenerationError, InputError
+from ..errors import GenerationError, InputError, NothingKept
 from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
 from ..generators.cache import CachedGenerator, ResponseCache
 from ..io import MAX_INPUT_CHARS, validate_record
@@ -370,10 +370,11 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
     context.count("questions_kept", len(rows))
     counts = _ordered_counts(context.counts, context.valid_count)
     if len(rows) == 0:
-        raise GenerationError(
+        raise NothingKept(
             f"no question reached --min-votes {settings.min_votes} "
             f"({', '.join(f'{name} {value}' for name, value in counts.items())}); nothing was written. "
-            "Lower --min-votes, raise --num-samples, or use a stronger --generator"
+            "Lower --min-votes, raise --num-samples, or use a stronger --generator",
+            counts,
         )
     result = GenerateResult(
         rows=rows,

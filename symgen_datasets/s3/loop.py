@@ -32,6 +32,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,8 @@ class S3Settings:
         generate = dataclasses.asdict(self.generate)
         for name in ("output", "overwrite", "work_dir", "max_requests", "concurrency", "request_timeout_s", "max_retries"):
             generate.pop(name, None)
+        if generate.get("demos"):  # by content: an edited file under the same path is another run
+            generate["demos"] = {"file": Path(generate["demos"]).name, "sha256": file_sha256(generate["demos"])}
         return {"generate": generate, "validation_sha256": file_sha256(self.validation),
                 "test_sha256": file_sha256(self.test) if self.test else None, "model": self.model,
                 "train_args": list(self.train_args), "errors_per_prompt": self.errors_per_prompt,
@@ -335,6 +338,20 @@ def _run_round(round_index: int, settings: S3Settings, task: Task, knowledge, ge
     finally:
         cache.close()
 
+    if previous is not None and not new_rows:
+        # nothing new survived parsing, deduplication and verification: the round is recorded as
+        # such, the previous round's dataset and model stand, and the loop goes on (--patience)
+        record = {**{k: previous[k] for k in ("version", "dataset", "validation_dir", "validation_after", "test_after",
+                                              "metric", "rows")},
+                  "round": round_index, "parent_version": previous["version"], "errors_extrapolated": len(errors),
+                  "examples_added": 0, "synthesis": "error extrapolation", "counts": counts,
+                  "validation_before": previous["validation_after"], "test_before": previous["test_after"],
+                  "no_new_rows": True, "leak_check": previous.get("leak_check")}
+        print(f"round {round_index}: no new example survived parsing, deduplication and verification "
+              f"({', '.join(f'{k} {v}' for k, v in counts.items())}); the dataset and model of round "
+              f"{previous['round']} stand", file=sys.stderr)
+        return record, previous_rows
+
     new_rows = [dict(row, s3_round=round_index) for row in new_rows]
     rows = [*previous_rows, *new_rows]
     leaks = _leak_check(task, rows, validation_index)
@@ -392,9 +409,16 @@ def _symgen(task: Task, generate: GenerateSettings, generator, loop, work: Path,
     rows, the stage counts and the run's card metadata."""
     from ..pipeline.run import run
 
+    from ..errors import NothingKept
+
     settings = dataclasses.replace(generate, questions=str(questions) if questions else None,
                                    num_questions=num_questions, work_dir=str(work / "symgen"), output=None)
-    result = run(settings, task=task, generator=generator, loop=loop)
+    try:
+        result = run(settings, task=task, generator=generator, loop=loop)
+    except NothingKept as nothing:
+        if questions is None:
+            raise  # the seed round must produce rows
+        return [], {**nothing.counts, "questions_kept": 0}, {}
     return result.rows.to_dataset().to_list(), dict(result.counts), result.metadata
 
 

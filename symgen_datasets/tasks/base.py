@@ -212,6 +212,9 @@ class Task:
     template_package: ClassVar[str] = "symgen_datasets"
     options: ClassVar[tuple[TaskOption, ...]] = ()
     filter_question_length: ClassVar[bool] = True
+    #: A generated "question" matching this is the task's program, not a question, and is
+    #: dropped (an LLM answering an extrapolation prompt with SQL, say); ``None``: no such check.
+    program_pattern: ClassVar[re.Pattern | None] = None
     verifier_class: ClassVar[type | None] = None
     primary_metric: ClassVar[str] = "exact_match"
     reference_fields: ClassVar[tuple[str, ...]] = ()
@@ -457,7 +460,20 @@ class Task:
             return None
         if self.filter_question_length and not MIN_WORDS < len(line.split()) < MAX_WORDS:
             return None
+        if not self.looks_like_question(line):
+            return None
         return {self.question_field: line, **context}
+
+    def looks_like_question(self, line: str) -> bool:
+        """Whether a generated line reads as a natural-language question rather than code: no
+        code fence, no statement-ending ``;``, most words made of letters, and not the task's
+        :attr:`program_pattern`."""
+        if "`" in line or line.rstrip().endswith(";") or "\t" in line:
+            return False
+        words = line.split()
+        if words and sum(any(c.isalpha() for c in w) for w in words) < 0.6 * len(words):
+            return False
+        return not (self.program_pattern and self.program_pattern.search(line))
 
     def parse_answer(self, text: str, row: dict[str, str]) -> str | None:
         """The program in a completion: the content of a code fence if there is one, cut at

@@ -8,6 +8,7 @@ verification (:class:`~symgen_datasets.verifiers.top.TOPVerifier`).
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ class MTOPTask(Task):
         "logical_form": "its TOP logical form: [IN:INTENT words [SL:SLOT words ] ... ]",
     }
     tags: ClassVar[tuple[str, ...]] = ("semantic-parsing", "mtop", "top")
+    program_pattern: ClassVar[re.Pattern] = re.compile(r"\[\s*(?:IN|SL):")
     question_template: ClassVar[str] = "mtop_question.j2"
     answer_template: ClassVar[str] = "mtop_answer.j2"
     options: ClassVar[tuple[TaskOption, ...]] = (

@@ -31,6 +31,7 @@ class BreakTask(Task):
         "decomposition": "its QDMR decomposition: steps 'return ...' separated by ';', #n referring to step n",
     }
     tags: ClassVar[tuple[str, ...]] = ("question-decomposition", "qdmr", "break")
+    program_pattern: ClassVar[re.Pattern] = re.compile(r"^\s*return\b|;\s*return\b|#\d", re.I)
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation", "question-answering")
     question_template: ClassVar[str] = "qdmr_question.j2"
     answer_template: ClassVar[str] = "qdmr_answer.j2"

@@ -78,6 +78,8 @@ class TextToSQLTask(Task):
         "db_id": "database folder name",
     }
     tags: ClassVar[tuple[str, ...]] = ("text-to-sql",)
+    program_pattern: ClassVar[re.Pattern] = re.compile(
+        r"^\s*(?:select\b.*\bfrom\b|with\s+\w+\s+as\s*\(|(?:insert|update|delete|create|drop)\s)", re.I)
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation", "table-question-answering")
     question_template: ClassVar[str] = "text_to_sql_question.j2"
     answer_template: ClassVar[str] = "text_to_sql_answer.j2"
