@@ -73,6 +73,8 @@ def _parser(task=None) -> argparse.ArgumentParser:
     s3.add_argument("--rounds", type=int, default=2, help="error-extrapolation rounds after the seed round "
                     "(default: %(default)s)")
     s3.add_argument("--patience", type=int, metavar="N", help="stop when validation accuracy has not improved for N rounds")
+    s3.add_argument("--test-every", type=int, default=0, metavar="N", help="predict the held-out test set every N rounds "
+                    "(default 0: on the last round only; the costliest evaluation)")
     s3.add_argument("--model", default="embedded", help="the task model's base model (default: embedded: SmolLM2-135M, "
                     "or all-MiniLM-L6-v2 for classification)")
     s3.add_argument("--output-dir", metavar="DIR", help="the run's folder (default: ./<task>-s3)")
@@ -468,7 +470,7 @@ def _s3(args: argparse.Namespace, train_args: list[str]) -> int:
     settings = S3Settings(
         generate=_settings(args, S3_EXCLUDED), validation=args.validation, test=args.test,
         output_dir=args.output_dir or f"./{args.task}-s3", rounds=args.rounds, patience=args.patience,
-        model=args.model, train_args=train_args, errors_per_prompt=args.errors_per_prompt,
+        test_every=args.test_every, model=args.model, train_args=train_args, errors_per_prompt=args.errors_per_prompt,
         examples_per_error=args.examples_per_error, max_errors=args.max_errors, push_to_hub=args.push_to_hub,
         version=args.version, private=args.private, resume=args.resume,
     )

@@ -86,7 +86,8 @@ def test_two_rounds_on_geoquery_are_versions_with_lineage_and_no_validation_leak
         s3 = header(card)["symgen"]["s3"]
         assert s3["round"] == round_index and header(card)["symgen"]["version"] == tag[1:]
         parents.append(s3["parent_version"])
-        assert 0.0 <= s3["validation_after"] <= 1.0 and s3["test_after"] is not None
+        assert 0.0 <= s3["validation_after"] <= 1.0
+        assert (s3["test_after"] is not None) == (round_index == 2)  # the test set: on the last round only (default)
         assert s3["validation_before"] == before  # the parent's "after"
         before = s3["validation_after"]
         assert [h["round"] for h in s3["history"]] == list(range(round_index + 1))

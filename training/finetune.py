@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(the newest under OUTPUT_DIR/checkpoints)")
     parser.add_argument("--logging-steps", type=int, default=10)
     parser.add_argument("--max-source-length", type=int, default=512, help="input tokens at most")
-    parser.add_argument("--max-target-length", type=int, default=256, help="target tokens at most (and generated)")
+    parser.add_argument("--max-target-length", type=int, help="target tokens at most (and generated); default: fitted "
+                        "to the training answers (the longest x 1.25 + 8, in steps of 16, at most 512)")
     parser.add_argument("--baseline-metrics", metavar="FILE", help="metrics.json of `symgen evaluate --generator` "
                         "on the same references: the generator LLM's own score, shown in the card beside the model's")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
@@ -111,8 +112,9 @@ def argument_problems(args: argparse.Namespace) -> list[str]:
     positive = {"learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
                 "per_device_eval_batch_size": args.per_device_eval_batch_size,
                 "gradient_accumulation_steps": args.gradient_accumulation_steps, "save_steps": args.save_steps,
-                "logging_steps": args.logging_steps, "max_source_length": args.max_source_length,
-                "max_target_length": args.max_target_length}
+                "logging_steps": args.logging_steps, "max_source_length": args.max_source_length}
+    if args.max_target_length is not None:
+        positive["max_target_length"] = args.max_target_length
     if args.max_steps <= 0:
         positive["num_train_epochs"] = args.num_train_epochs
     for name, value in positive.items():
@@ -235,6 +237,17 @@ def load_training_rows(source: str, task_name: str | None):
     return task, rows, provenance
 
 
+def fitted_target_length(task, rows: list[dict], tokenizer, architecture: str) -> int:
+    """The default ``--max-target-length``: the longest training target in tokens (EOS included)
+    x 1.25 + 8, rounded up to a multiple of 16, at most 512 (256 for a classifier, which
+    generates nothing). Generation at evaluation stops there, so a barely trained model that
+    never emits EOS costs what the task's answers need, not a fixed 256 tokens."""
+    if architecture == "classification" or not rows:
+        return 256
+    longest = max(len(tokenizer(task.training_target(row), add_special_tokens=False)["input_ids"]) + 1 for row in rows)
+    return min(512, 16 * math.ceil((1.25 * longest + 8) / 16))
+
+
 def weight_file_digests(folder: Path) -> dict[str, str]:
     """sha256 of each weight file of a saved model (``*.safetensors`` and its index), by file
     name: what ``symgen reproduce`` checks the downloaded files against."""
@@ -297,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- the model and the examples --------------------------------------------------------------
     model, tokenizer, architecture = load_base_model(args.model, task=task)
+    if args.max_target_length is None:
+        args.max_target_length = fitted_target_length(task, rows, tokenizer, architecture)
     config = TaskModelConfig(task=task.name, architecture=architecture, max_source_length=args.max_source_length,
                              max_target_length=args.max_target_length, base_model=args.model,
                              task_options={k: (Path(v).name if k.endswith("_dir") and v else v)

@@ -33,6 +33,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,10 @@ class S3Settings:
         test: held-out real rows for the test accuracy (default: the task's packaged dev set);
             rows that are also validation rows are left out of it.
         patience: stop when the validation accuracy has not improved for this many rounds.
+        test_every: evaluate the held-out test set every this many rounds; 0 (the default): only
+            on the run's last round (``rounds``, or the one after which ``patience`` stops it).
+            The test set is the costly evaluation (GeoQuery: 250 rows, each generated up to the
+            model's target length), and only the last round's number is reported.
         errors_per_prompt: errors shown in one extrapolation prompt (same context).
         examples_per_error: new examples asked per error (per label for seed synthesis).
         max_errors: errors extrapolated per round at most (the first ones in file order).
@@ -83,6 +88,7 @@ class S3Settings:
     train_args: list[str] = field(default_factory=list)
     test: str | None = None
     patience: int | None = None
+    test_every: int = 0
     errors_per_prompt: int = 3
     examples_per_error: int = 2
     max_errors: int | None = 100
@@ -96,7 +102,8 @@ class S3Settings:
         self.generate.check()
         for name, value, least in (("--rounds", self.rounds, 0), ("--errors-per-prompt", self.errors_per_prompt, 1),
                                    ("--examples-per-error", self.examples_per_error, 1),
-                                   ("--patience", self.patience, 1), ("--max-errors", self.max_errors, 1)):
+                                   ("--patience", self.patience, 1), ("--max-errors", self.max_errors, 1),
+                                   ("--test-every", self.test_every, 0)):
             if value is not None and value < least:
                 raise InputError(f"{name} {value}: must be at least {least}")
         from ..hub.push import parse_version
@@ -204,6 +211,7 @@ def run_s3(settings: S3Settings, task: Task | None = None) -> S3Result:
         if task.verifier_class is not None:
             verifier = task.make_verifier(knowledge, generate.timeout_s)
         rows = _rows_of(output, state["rounds"][-1]) if state["rounds"] else []
+        print(f"symgen s3: {_evaluation_estimate(task, settings, validation, test_path)}", file=sys.stderr)
         stopped = False
         for round_index in range(len(state["rounds"]), settings.rounds + 1):
             if settings.patience and _stale_rounds(state["rounds"]) >= settings.patience:
@@ -350,6 +358,13 @@ def _run_round(round_index: int, settings: S3Settings, task: Task, knowledge, ge
         print(f"round {round_index}: no new example survived parsing, deduplication and verification "
               f"({', '.join(f'{k} {v}' for k, v in counts.items())}); the dataset and model of round "
               f"{previous['round']} stand", file=sys.stderr)
+        if test_path is not None and record["test_after"] is None and _tests_this_round(settings, round_index,
+                                                                                         [*history, record]):
+            predict, _ = model_predictions(str((output / record["dataset"]).parent / "model"), task)
+            tested = evaluate(task, predict, f"model:{(output / record['dataset']).parent / 'model'}",
+                              references=str(test_path), task_options=settings.generate.task_options,
+                              output_dir=folder / "test")
+            record["test_after"] = tested.evaluation.metrics[task.primary_metric]
         return record, previous_rows
 
     new_rows = [dict(row, s3_round=round_index) for row in new_rows]
@@ -382,10 +397,16 @@ def _run_round(round_index: int, settings: S3Settings, task: Task, knowledge, ge
     _train(task, settings, dataset_folder, model_folder)
     predict, _ = model_predictions(str(model_folder), task)
     source = f"model:{model_folder}"
+    started = time.monotonic()
     evaluated = evaluate(task, predict, source, references=str(output / "validation.jsonl"),
                          task_options=settings.generate.task_options, output_dir=folder / "validation")
+    per_row = (time.monotonic() - started) / max(1, len(validation))
     record["validation_after"] = evaluated.evaluation.metrics[task.primary_metric]
     if test_path is not None:
+        test_rows = sum(1 for _ in read_records(test_path))
+        print(f"round {round_index}: validation predicted at {per_row:.2f} s a row; the {test_rows} test rows take "
+              f"about {per_row * test_rows / 60:.1f} min each time they are predicted", file=sys.stderr)
+    if test_path is not None and _tests_this_round(settings, round_index, [*history, record]):
         tested = evaluate(task, predict, source, references=str(test_path), task_options=settings.generate.task_options,
                           output_dir=folder / "test")
         record["test_after"] = tested.evaluation.metrics[task.primary_metric]
@@ -394,6 +415,33 @@ def _run_round(round_index: int, settings: S3Settings, task: Task, knowledge, ge
     if settings.push_to_hub:
         record["pushed"] = _push(dataset_folder, settings, version)
     return record, rows
+
+
+def _tests_this_round(settings: S3Settings, round_index: int, rounds: list[dict]) -> bool:
+    """Whether round ``round_index`` (last of ``rounds``) evaluates the test set: every
+    ``--test-every`` rounds, and always on the run's last round (``--rounds``, or the round
+    after which ``--patience`` stops the loop)."""
+    last = round_index >= settings.rounds or bool(settings.patience and _stale_rounds(rounds) >= settings.patience)
+    return last or bool(settings.test_every and round_index % settings.test_every == 0)
+
+
+def _evaluation_estimate(task: Task, settings: S3Settings, validation: list[dict], test_path: Path | None) -> str:
+    """What evaluation costs, said before any round: rows predicted per round and at the end,
+    and the generation length bound."""
+    test_rows = sum(1 for _ in read_records(test_path)) if test_path is not None else 0
+    length = next((settings.train_args[i + 1] for i, flag in enumerate(settings.train_args[:-1])
+                   if flag == "--max-target-length"), "fitted to the training answers")
+    when = ("on the last round only (--test-every N to see it every N rounds)" if not settings.test_every
+            else f"every {settings.test_every} round(s) and on the last")
+    return (f"evaluation: each round predicts the {len(validation)} validation rows; the {test_rows} test rows are "
+            f"predicted {when}; up to {length} generated tokens a row (--max-target-length). "
+            f"In all: at most {len(validation) * (settings.rounds + 1) + test_rows * _test_rounds(settings)} predictions")
+
+
+def _test_rounds(settings: S3Settings) -> int:
+    if not settings.test_every:
+        return 1
+    return len({r for r in range(settings.rounds + 1) if r % settings.test_every == 0} | {settings.rounds})
 
 
 def _seed_per_label(task: Task, knowledge, generate: GenerateSettings) -> int:
