@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,23 @@ class _Handler(BaseHTTPRequestHandler):
     def hub(self) -> "HubServer":
         return self.server.owner
 
+    def _faulted(self) -> bool:
+        """Apply the hub's injected faults to this request: a delay, or the server's death
+        (this request's connection dropped unanswered, and every later one)."""
+        hub = self.hub
+        for pattern, seconds in hub.delays.items():
+            if re.search(pattern, f"{self.command} {self.path}"):
+                time.sleep(seconds)
+        if hub.dead or (hub.kill_on and re.search(hub.kill_on, f"{self.command} {self.path}")):
+            hub.dead = True
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
+        return False
+
     def _authorized(self) -> bool:
         return (self.headers.get("Authorization") or "").startswith("Bearer ")
 
@@ -133,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.hub.calls.append(("GET", self.path))
+        if self._faulted():
+            return None
         url = urlparse(self.path)
         path = url.path
         query = parse_qs(url.query)
@@ -151,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self):
         self.hub.calls.append(("PUT", self.path))
         body = self._read()
+        if self._faulted():
+            return None
         if m := re.fullmatch(r"/lfs-upload/([0-9a-f]{64})", urlparse(self.path).path):
             if hashlib.sha256(body).hexdigest() != m.group(1):
                 return self._error(400, "LFS upload: sha256 mismatch")
@@ -173,6 +195,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self.hub.calls.append(("POST", self.path))
         body = self._read()
+        if self._faulted():
+            return None
         path = urlparse(self.path).path
         with self.hub.lock:
             if path == "/api/repos/create":
@@ -407,6 +431,9 @@ class HubServer:
         models: model repo id -> :class:`Repo`.
         calls: ``(method, path)`` of every request, in order.
         commit_count: commits made through the API (repo creation excluded).
+        delays: injected delays, ``{regex on "METHOD PATH": seconds}``.
+        kill_on: a regex on ``"METHOD PATH"``: the first matching request kills the server (its
+            connection and every later one dropped unanswered), as a Hub dying mid-push.
     """
 
     class _Server(ThreadingHTTPServer):
@@ -420,6 +447,9 @@ class HubServer:
         self.lfs: dict[str, bytes] = {}
         self.calls: list[tuple[str, str]] = []
         self.commit_count = 0
+        self.delays: dict[str, float] = {}
+        self.kill_on: str | None = None
+        self.dead = False
         self.lock = threading.RLock()
         self._server = self._Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self

@@ -321,3 +321,41 @@ def test_an_older_cards_credentials_and_paths_reach_no_card_record_or_hub(hub, f
     record = json.loads(written["symgen_task_model.json"])["training"]
     assert record["dataset"]["generator"]["spec"] == "tgi:http://***@host:8080/?api_key=***"
     assert record["dataset"]["path"] == "old-card" and record["dataset_source"] == "old-card"
+
+
+def test_a_hub_dying_during_an_upload_is_a_clear_error(hub, folders):
+    hub.kill_on = r"^PUT /lfs-upload/"  # the Hub dies while the parquet file is uploaded
+    result = symgen(hub, "push", str(folders["first"]), REPO, "--version", "1.0.0")
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert "stopped answering" in result.stderr and "Traceback" not in result.stderr
+    assert "v1.0.0" not in (hub.repos.get(REPO).tags if REPO in hub.repos else {})
+
+
+def test_two_pushes_at_once_never_mix_versions(hub, folders):
+    """Two versions pushed at the same moment on top of v1.0.0: each tag's commit holds exactly
+    its own folder's data files and names the version it was committed on as its parent; a push
+    that lost the race exits 2 and can be repeated."""
+    assert symgen(hub, "push", str(folders["first"]), REPO, "--version", "1.0.0").returncode == 0
+    hub.delays = {r"^POST /api/datasets/.*/preupload/": 1.0}  # both read the repository before either commits
+    pushes = {version: subprocess.Popen([sys.executable, "-m", "symgen_datasets.cli", "push", str(folders[name]), REPO,
+                                         "--version", version], env=hub.env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+              for version, name in (("1.1.0", "second"), ("1.2.0", "first"))}
+    results = {version: (p.wait(timeout=300), p.stderr.read()) for version, p in pushes.items()}
+    hub.delays = {}
+    repo = hub.repos[REPO]
+    landed = [version for version, (code, _) in results.items() if code == 0]
+    assert landed, results
+    for version, (code, err) in results.items():
+        if code:
+            assert code == 2 and "changed during this push" in err and "Traceback" not in err, err[-2000:]
+            assert f"v{version}" not in repo.tags
+    for version in landed:
+        commit = repo.commits[repo.tags[f"v{version}"]]
+        folder = folders["second" if version == "1.1.0" else "first"]
+        local = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.parquet")}
+        remote = {path: content for path, content in commit.files.items() if path.endswith(".parquet")}
+        assert remote == local, version
+        parent_tag = next(tag for tag, sha in repo.tags.items() if sha == commit.parent)
+        card = yaml.safe_load(commit.files["README.md"].decode().split("---")[1])
+        assert card["symgen"]["parent_version"] == parent_tag, (version, parent_tag)

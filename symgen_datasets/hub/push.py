@@ -39,13 +39,30 @@ def hub_errors(what: str) -> Iterator[None]:
         raise HubError(f"{what}: repository not found (or private and your token cannot see it)") from None
     except HfHubHTTPError as error:
         status = getattr(error.response, "status_code", "?")
+        if status == 412:
+            raise HubError(f"{what}: the repository changed during this push (another push?); nothing of this one "
+                           "was committed or tagged: push again") from None
         first = str(error).splitlines()[0]
         raise HubError(f"{what}: the Hub answered HTTP {status} ({first}); check HF_ENDPOINT and your token") from None
     except Exception as error:
-        # connection failures: OSError, or the transport errors of huggingface_hub's HTTP client
-        if isinstance(error, OSError) or type(error).__module__.split(".")[0].startswith("httpx"):
-            raise HubError(f"{what}: cannot reach the Hub ({error}); check HF_ENDPOINT and the network") from None
+        # connection failures: OSError, or the transport errors of huggingface_hub's HTTP client;
+        # huggingface_hub wraps a failed upload (the Hub dying mid-push) in a RuntimeError
+        if isinstance(error, (OSError, RuntimeError)) or type(error).__module__.split(".")[0].startswith("httpx"):
+            first = (str(error).splitlines() or [type(error).__name__])[0][:300]
+            raise HubError(f"{what}: cannot reach the Hub or it stopped answering ({first}); nothing was tagged: "
+                           "check HF_ENDPOINT and the network, then push again") from None
         raise
+
+
+def branch_head(api: HfApi, repo_id: str, branch: str, repo_type: str = "dataset") -> str | None:
+    """The commit ``branch`` points at (``None`` for a repository or branch not there yet): a
+    push commits on top of it with ``parent_commit`` pinned, so that two pushes at once never
+    mix (the second is refused with HTTP 412 instead of recording the same parent)."""
+    try:
+        refs = api.list_repo_refs(repo_id, repo_type=repo_type)
+    except RepositoryNotFoundError:
+        return None
+    return next((ref.target_commit for ref in refs.branches if ref.name == branch), None)
 
 
 def repo_reference(source: str, what: str) -> tuple[str, str | None]:
@@ -187,7 +204,9 @@ def push(
     tag = f"v{version}"
     meta, configs = read_folder_card(folder)
     api = HfApi()
+    branch = revision or "main"
     with hub_errors(f"pushing {folder} to {repo_id}"):
+        head = branch_head(api, repo_id, branch)  # read before the versions: the commit is pinned on it
         versions = version_tags(api, repo_id)
         if numbers in versions:
             existing_tag, commit = versions[numbers]
@@ -206,9 +225,10 @@ def push(
         card = render_card(meta, configs, repo_id, revision=tag)
 
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        branch = revision or "main"
-        if branch != "main":
+        if branch != "main" and head is None:
             api.create_branch(repo_id, repo_type="dataset", branch=branch, exist_ok=True)
+        if head is None:  # a new repository or branch: pinned on its first commit
+            head = branch_head(api, repo_id, branch)
         local = sorted(
             p.relative_to(folder).as_posix()
             for p in folder.rglob("*")
@@ -219,7 +239,7 @@ def push(
         ]
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
         owned = {config_dir(c["config_name"]) + "/" for c in configs}
-        remote = api.list_repo_files(repo_id, repo_type="dataset", revision=branch)
+        remote = api.list_repo_files(repo_id, repo_type="dataset", revision=head or branch)
         operations += [
             CommitOperationDelete(path_in_repo=path)
             for path in remote
@@ -231,6 +251,7 @@ def push(
             operations=operations,
             commit_message=commit_message or f"symgen: {tag}",
             revision=branch,
+            parent_commit=head,
         )
         try:
             api.create_tag(repo_id, repo_type="dataset", tag=tag, revision=info.oid, tag_message=f"symgen {tag}")

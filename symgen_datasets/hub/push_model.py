@@ -15,7 +15,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from ..errors import InputError
 from ..publish.model_card import CURVE_FILE, render_model_card
-from .push import PushResult, hub_errors, parse_version, version_tags
+from .push import PushResult, branch_head, hub_errors, parse_version, version_tags
 
 #: Folders of a training output that are not the model.
 LOCAL_ONLY = ("checkpoints",)
@@ -55,7 +55,9 @@ def push_model(folder: str | Path, repo_id: str, version: str, *, private: bool 
     config = TaskModelConfig.load(folder)
     card = render_model_card(config, repo_id, revision=tag, version=version, has_curve=(folder / CURVE_FILE).is_file())
     api = HfApi()
+    branch = revision or "main"
     with hub_errors(f"pushing {folder} to {repo_id}"):
+        head = branch_head(api, repo_id, branch, repo_type="model")  # the commit is pinned on it
         versions = version_tags(api, repo_id, repo_type="model")
         if numbers in versions:
             existing, commit = versions[numbers]
@@ -64,20 +66,22 @@ def push_model(folder: str | Path, repo_id: str, version: str, *, private: bool 
         older = [v for v in versions if v < numbers]
         parent_tag = versions[max(older)][0] if older else None
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        branch = revision or "main"
-        if branch != "main":
+        if branch != "main" and head is None:
             api.create_branch(repo_id, repo_type="model", branch=branch, exist_ok=True)
+        if head is None:
+            head = branch_head(api, repo_id, branch, repo_type="model")
         local = model_files(folder)
         # the record as read (credentials redacted), never the file's bytes: an older one may hold some
         operations: list = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
                             for path in local if path not in ("README.md", CONFIG_FILE)]
         operations.append(CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=config.to_json().encode("utf-8")))
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
-        remote = api.list_repo_files(repo_id, repo_type="model", revision=branch)
+        remote = api.list_repo_files(repo_id, repo_type="model", revision=head or branch)
         operations += [CommitOperationDelete(path_in_repo=path) for path in remote
                        if path not in local and path != "README.md" and path != ".gitattributes"]
         info = api.create_commit(repo_id, repo_type="model", operations=operations,
-                                 commit_message=commit_message or f"symgen: {tag}", revision=branch)
+                                 commit_message=commit_message or f"symgen: {tag}", revision=branch,
+                                 parent_commit=head)
         try:
             api.create_tag(repo_id, repo_type="model", tag=tag, revision=info.oid, tag_message=f"symgen {tag}")
         except HfHubHTTPError as error:
