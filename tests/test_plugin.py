@@ -62,3 +62,17 @@ def test_a_task_from_its_own_pip_package_is_listed_and_generates(tmp_path):
     assert "Arithmetic expressions (synthetic, example plugin)" in card and "`arith`" in card
     verified = symgen("verify", str(out))
     assert verified.returncode == 0 and "identical" in verified.stdout, verified.stdout + verified.stderr
+
+
+def test_a_plugin_that_exits_on_import_does_not_end_symgen_tasks(tmp_path):
+    site = tmp_path / "site"
+    (site / "symgen_exits-0.1.dist-info").mkdir(parents=True)
+    (site / "symgen_exits-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: symgen-exits\nVersion: 0.1\n")
+    (site / "symgen_exits-0.1.dist-info" / "entry_points.txt").write_text("[symgen_datasets.tasks]\nexits = symgen_exits:TASK\n")
+    (site / "symgen_exits.py").write_text("import sys\nsys.exit(3)\n")
+    listed = subprocess.run([sys.executable, "-m", "symgen_datasets.cli", "tasks"], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(site)})
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("exits "))
+    assert "cannot be loaded: task 'exits' from symgen-exits 0.1" in row and "SystemExit: 3" in row
+    assert any(line.startswith("geoquery_sql ") for line in listed.stdout.splitlines())  # the others are listed

@@ -48,7 +48,8 @@ class RegisteredTask:
         try:
             loaded = self.entry_point.load()
             task = loaded() if callable(loaded) and not isinstance(loaded, Task) else loaded
-        except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - a broken plugin (even one calling sys.exit on
+            # import) must not hide the others, nor end the command
             raise InputError(f"task {self.name!r} from {self.source} ({self.target}) cannot be loaded: "
                              f"{type(error).__name__}: {error}") from None
         if not isinstance(task, Task):
