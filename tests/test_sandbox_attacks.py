@@ -248,3 +248,14 @@ def test_the_reviews_row_through_symgen_check(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "valid 0 of 1" in done.stdout, done.stdout
     assert not os.path.exists("/tmp/pwned-symgen")
+
+
+def test_pass_at_1_cannot_be_forged():
+    from symgen_datasets.metrics.python import pass_at_1
+
+    row = {"prompt": "def count_vowels(text):\n    \"\"\" Vowels in text. \"\"\"\n", "entry_point": "count_vowels",
+           "test": "def check(candidate):\n    assert candidate('banana') == 3\n    assert candidate('sky') == 0\n"}
+    honest = "    return sum(1 for c in text.lower() if c in 'aeiou')\n"
+    isolation = "bubblewrap" if bubblewrap() else "namespaces"
+    scored = pass_at_1([*FORGERIES.values(), honest], [row] * (len(FORGERIES) + 1), sandbox=isolation, timeout_s=5)
+    assert [r["correct"] for r in scored.per_row] == [False] * len(FORGERIES) + [True]
