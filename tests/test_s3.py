@@ -232,6 +232,10 @@ def test_an_extrapolation_answered_with_sql_is_rejected_at_parsing_and_the_round
     assert empty["counts"]["completions"] > 0 and empty["dataset"] == rounds[0]["dataset"]
     assert empty["validation_after"] == rounds[0]["validation_after"]
     assert "round 1: no new example survived" in done.stderr
+    # the evaluation cost is said before round 0, and measured after each validation
+    assert "symgen s3: evaluation: each round predicts the 12 validation rows; the 20 test rows are predicted on " \
+           "the last round only" in done.stderr
+    assert "round 0: validation predicted at" in done.stderr
 
 
 def test_the_resume_fingerprint_holds_the_demonstrations_by_content(tmp_path):

@@ -152,3 +152,20 @@ def test_another_runs_checkpoint_is_refused_with_the_settings_named(tiny, traine
     other.write_text("".join(line + "\n" for line in DEMOS.read_text().splitlines()[:8]))
     assert train(tiny, output, "--max-steps", "6", "--resume-from-checkpoint", "latest", dataset=str(other)) == 2
     assert "dataset (checkpoint" in capsys.readouterr().err
+
+
+def test_the_default_target_length_is_fitted_to_the_training_answers(tiny, tmp_path):
+    """Generation at evaluation stops at --max-target-length: by default it fits the task's
+    answers (GeoQuery-SQL's demonstrations), not a fixed 256 tokens."""
+    from transformers import AutoTokenizer
+
+    output = tmp_path / "model"
+    assert main(["train", "--dataset", str(DEMOS), "--task", "geoquery_sql", "--model", str(tiny["llama"]),
+                 "--output-dir", str(output), "--max-steps", "1", "--eval-strategy", "no"]) == 0
+    config = json.loads((output / "symgen_task_model.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(tiny["llama"])
+    task = get_task("geoquery_sql")
+    rows = [json.loads(line) for line in DEMOS.read_text().splitlines()]
+    longest = max(len(tokenizer(task.training_target(r), add_special_tokens=False)["input_ids"]) + 1 for r in rows)
+    assert longest < config["max_target_length"] <= 1.25 * longest + 24 and config["max_target_length"] < 256
+    assert config["training"]["hyperparameters"]["max_target_length"] == config["max_target_length"]

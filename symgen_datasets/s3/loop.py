@@ -429,12 +429,12 @@ def _evaluation_estimate(task: Task, settings: S3Settings, validation: list[dict
     """What evaluation costs, said before any round: rows predicted per round and at the end,
     and the generation length bound."""
     test_rows = sum(1 for _ in read_records(test_path)) if test_path is not None else 0
-    length = next((settings.train_args[i + 1] for i, flag in enumerate(settings.train_args[:-1])
-                   if flag == "--max-target-length"), "fitted to the training answers")
+    length = next((f"{settings.train_args[i + 1]} tokens" for i, flag in enumerate(settings.train_args[:-1])
+                   if flag == "--max-target-length"), "the length fitted to the training answers")
     when = ("on the last round only (--test-every N to see it every N rounds)" if not settings.test_every
             else f"every {settings.test_every} round(s) and on the last")
     return (f"evaluation: each round predicts the {len(validation)} validation rows; the {test_rows} test rows are "
-            f"predicted {when}; up to {length} generated tokens a row (--max-target-length). "
+            f"predicted {when}; each generated up to {length} (--max-target-length). "
             f"In all: at most {len(validation) * (settings.rounds + 1) + test_rows * _test_rounds(settings)} predictions")
 
 
