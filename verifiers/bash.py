@@ -107,6 +107,8 @@ class BashVerifier(PooledVerifier):
     name = "bash"
     outcome_word = "valid"
     chunk_function = staticmethod(_check_chunk)
+    #: parsing only (never executed): no per-candidate alarm needed
+    limit_each_candidate = False
 
     def __init__(self, utilities: Any, timeout_s: float = 5.0, threshold: float = AGREEMENT_THRESHOLD):
         self.utilities = frozenset(getattr(utilities, "utilities", utilities))

@@ -16,8 +16,10 @@ A :class:`WorkerPool` runs a verifier's *chunk function* (a module-level functio
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 from collections import deque
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -218,23 +220,78 @@ class WorkerPool:
 
 
 
+class CandidateTimeout(BaseException):
+    """Raised in a worker when one candidate runs past its time limit (a ``BaseException``, so
+    that a chunk function's ``except Exception`` does not swallow it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`CandidateTimeout` in this (worker) process's main thread after ``seconds``
+    of wall-clock time (``SIGALRM``, ``setitimer``). Python code is interrupted between bytecodes;
+    a long call inside native code is stopped only when it returns (the pool's backstop covers
+    that)."""
+    def alarm(signum, frame):
+        raise CandidateTimeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _each_candidate_limited(groups: Chunk, packed: tuple) -> list[ExecutionResult]:
+    """A pool task that runs ``chunk_function`` one candidate at a time, each under
+    :func:`time_limit`: a candidate past the limit is ``timeout``, and the others run on."""
+    chunk_function, timeout_s, options = packed
+    outcomes = []
+    for context, programs in groups:
+        for program in programs:
+            try:
+                with time_limit(timeout_s):
+                    outcomes.append(chunk_function([(context, [program])], options)[0])
+            except CandidateTimeout:
+                outcomes.append(ExecutionResult("timeout", error=f"over the {timeout_s:g} s time limit"))
+    return outcomes
+
+
 class PooledVerifier(Verifier):
     """A verifier whose checks run in a :class:`WorkerPool`, started on first use: subclasses
     give the module-level :attr:`chunk_function` and the options it receives
-    (:meth:`worker_options`), and set :attr:`timeout_s`."""
+    (:meth:`worker_options`), set :attr:`timeout_s`, and may prepare each worker once
+    (:meth:`worker_setup`: load a knowledge base, open a database, start an engine).
+
+    Each candidate runs under a time limit of :attr:`timeout_s` seconds (``timeout`` outcome),
+    unless :attr:`limit_each_candidate` is off because the chunk function enforces its own
+    (SQLite's progress handler, the Python sandbox)."""
 
     #: the module-level function a pool task runs: ``f(groups, options) -> outcomes``.
     chunk_function: ChunkFunction
     timeout_s: float = 5.0
+    #: run every candidate under :func:`time_limit` (``timeout_s``) in the worker.
+    limit_each_candidate: bool = True
     _pool: WorkerPool | None = None
 
     def worker_options(self) -> Any:
         """What every call of :attr:`chunk_function` receives (picklable, small)."""
         return None
 
+    def worker_setup(self) -> tuple[Callable[..., None], tuple] | None:
+        """``(function, args)`` run once in each worker process when it starts (module-level
+        function, picklable args), e.g. to load what every candidate is checked against into a
+        module global; ``None`` by default."""
+        return None
+
     def execute_stream(self, jobs: Iterable[tuple[Any, Sequence[str]]]) -> Iterator[list[ExecutionResult]]:
         if self._pool is None:
-            self._pool = WorkerPool(type(self).chunk_function, self.worker_options(), timeout_s=self.timeout_s)
+            function, options = type(self).chunk_function, self.worker_options()
+            if self.limit_each_candidate:
+                function, options = _each_candidate_limited, (type(self).chunk_function, self.timeout_s, options)
+            setup, setup_args = self.worker_setup() or (None, ())
+            self._pool = WorkerPool(function, options, timeout_s=self.timeout_s, setup=setup, setup_args=setup_args)
         return self._pool.execute_stream(jobs)
 
     def close(self) -> None:

@@ -103,6 +103,8 @@ class PythonVerifier(PooledVerifier):
     name = "python"
     outcome_word = "executable"
     chunk_function = staticmethod(_check_chunk)
+    #: the sandbox limits each run itself (wall clock and CPU time)
+    limit_each_candidate = False
 
     def __init__(self, knowledge: Any = None, timeout_s: float = 5.0, memory_bytes: int = 512 * 1024**2):
         self.isolation = getattr(knowledge, "sandbox", "auto") or "auto"

@@ -117,6 +117,8 @@ class QDMRVerifier(PooledVerifier):
     name = "qdmr"
     outcome_word = "valid"
     chunk_function = staticmethod(_check_chunk)
+    #: parsing only: no per-candidate alarm needed
+    limit_each_candidate = False
 
     def __init__(self, knowledge: Any = None, timeout_s: float = 5.0):
         self.timeout_s = timeout_s

@@ -161,6 +161,8 @@ class TOPVerifier(PooledVerifier):
     name = "top"
     outcome_word = "valid"
     chunk_function = staticmethod(_check_chunk)
+    #: parsing only: no per-candidate alarm needed
+    limit_each_candidate = False
 
     def __init__(self, labels: Any, timeout_s: float = 5.0, question_field: str = "question"):
         slots_of = getattr(labels, "slots_of", None)

@@ -128,7 +128,10 @@ def load_inputs(settings: GenerateSettings, task: Task | None = None, snapshot_d
         raise InputError(f"task {task.name} has no verifier to vote with: its data comes from {task.synthesis} "
                          f"generation in `symgen s3 {task.name} --validation FILE ...`")
     knowledge = task.load_knowledge(task.options_with_defaults(settings.task_options), snapshot_dir)
-    demonstrations = task.load_demonstrations(settings.demos, settings.max_input_chars)
+    # a user's --demos are checked against the knowledge as --questions are (the packaged ones
+    # may name databases a user's --db-dir does not hold: the prompt shows their rows only)
+    demonstrations = task.load_demonstrations(settings.demos, settings.max_input_chars,
+                                              knowledge if settings.demos else None)
     num_provided = 0
     longest: dict[tuple, str] = {}
     contexts: dict[tuple, dict] = {}

@@ -35,7 +35,30 @@ def render(template: str, package: str = "symgen_datasets", **context) -> str:
     return _environment(package).get_template(template).render(**context)
 
 
+def template_sources(template: str, package: str = "symgen_datasets") -> dict[str, bytes]:
+    """A template's source and those of every template it includes, imports or extends,
+    transitively, by name."""
+    from jinja2 import meta
+
+    found: dict[str, bytes] = {}
+    pending = [template]
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        source = resources.files(package).joinpath("prompts", name).read_bytes()
+        found[name] = source
+        parsed = _environment(package).parse(source.decode("utf-8"))
+        pending += [child for child in meta.find_referenced_templates(parsed) if child]
+    return found
+
+
 def template_hash(template: str, package: str = "symgen_datasets") -> str:
-    """SHA-256 (first 12 hex digits) of a template's source, recorded in dataset cards."""
-    source = resources.files(package).joinpath("prompts", template).read_bytes()
-    return hashlib.sha256(source).hexdigest()[:12]
+    """SHA-256 (first 12 hex digits) of a template's source and of the templates it includes
+    (a change to an included template changes the hash), recorded in dataset cards and in cache
+    keys. A template that includes nothing hashes its source alone."""
+    sources = template_sources(template, package)
+    digest = hashlib.sha256(sources.pop(template))
+    for name in sorted(sources):
+        digest.update(b"\0" + name.encode() + b"\0" + sources[name])
+    return digest.hexdigest()[:12]

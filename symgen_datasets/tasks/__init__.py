@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from ..errors import InputError
-from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, question_key
+from .base import SamplingDefaults, Task, TaskKnowledge, TaskOption, check_aligned, fenced_code, question_key
 
 #: The entry-point group tasks are registered under.
 ENTRY_POINT_GROUP = "symgen_datasets.tasks"
@@ -94,6 +94,9 @@ def get_task(name: str) -> Task:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "InputError",
+    "check_aligned",
+    "fenced_code",
     "RegisteredTask",
     "SamplingDefaults",
     "Task",

@@ -300,26 +300,31 @@ class Task:
         """
         return TaskKnowledge()
 
-    def load_demonstrations(self, path: str | Path | None = None, max_chars: int = MAX_INPUT_CHARS) -> list[dict[str, str]]:
+    def load_demonstrations(self, path: str | Path | None = None, max_chars: int = MAX_INPUT_CHARS,
+                            knowledge: TaskKnowledge | None = None) -> list[dict[str, str]]:
         """Read and validate demonstrations (JSON Lines or a JSON array with
         :attr:`demonstration_fields`).
 
         Args:
             path: the file; ``None`` for the task's packaged ``10_shot.jsonl``.
             max_chars: the longest field accepted (characters).
+            knowledge: when given, each row's context is checked against it as ``--questions``
+                rows are (a ``db_id`` with no database is refused, naming the file and line).
 
         Returns:
             Rows with :attr:`demonstration_fields` only, in file order.
 
         Raises:
             InputError: malformed JSON, a missing, empty or overlong field (naming file and
-                line), or an empty file.
+                line), a context the knowledge cannot serve, or an empty file.
         """
         path = Path(path) if path is not None else self.packaged / "10_shot.jsonl"
         demos = []
         for where, record in read_records(path):
             check_lengths(record, self.demonstration_fields, max_chars, where)
             validate_record(record, self.demonstration_schema, where)
+            if knowledge is not None:
+                knowledge.check_record(record, where)
             demos.append({name: record[name] for name in self.demonstration_fields})
         if not demos:
             raise InputError(f"{path}: no demonstrations; expected JSON lines with {', '.join(self.demonstration_fields)}")
@@ -360,10 +365,19 @@ class Task:
         """Render one of the task's prompt templates."""
         return prompts.render(template, package=self.template_package, **context)
 
-    def prompt_context(self, knowledge: TaskKnowledge) -> dict[str, Any]:
-        """What the task's knowledge adds to both prompts' templates (e.g. MTOP's label list);
-        nothing by default."""
+    def prompt_context(self, knowledge: TaskKnowledge, row: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the task's knowledge adds to the prompts' templates (e.g. MTOP's label list), for
+        ``row``: the question row of an answer prompt, the context of a question or
+        extrapolation prompt (e.g. ``{"db_id": ...}``); nothing by default."""
         return {}
+
+    def _prompt_extras(self, knowledge: TaskKnowledge, row: dict[str, Any] | None) -> dict[str, Any]:
+        """:meth:`prompt_context`, also when a task overrides it without the ``row`` argument."""
+        import inspect
+
+        if len(inspect.signature(self.prompt_context).parameters) >= 2:
+            return self.prompt_context(knowledge, row)
+        return self.prompt_context(knowledge)
 
     def template_hashes(self) -> dict[str, str]:
         """SHA-256 (12 hex digits) of each prompt template, for cards and cache keys."""
@@ -412,7 +426,7 @@ class Task:
         demos = list(demonstrations)
         rng.shuffle(demos)
 
-        extras = self.prompt_context(knowledge)
+        extras = self._prompt_extras(knowledge, context)
 
         def render(num_demos: int, detail: int) -> str:
             return self.render(self.question_template, instruction=self.instruction, task=self,
@@ -428,7 +442,7 @@ class Task:
         Raises:
             InputError: the prompt cannot fit ``max_tokens``.
         """
-        extras = self.prompt_context(knowledge)
+        extras = self._prompt_extras(knowledge, row)
 
         def render(num_demos: int, detail: int) -> str:
             return self.render(self.answer_template, instruction=self.instruction, task=self,
@@ -631,7 +645,7 @@ class Task:
         """
         if not self.extrapolation_template:
             raise NotImplementedError(f"task {self.name} declares no extrapolation_template")
-        extras = self.prompt_context(knowledge)
+        extras = self._prompt_extras(knowledge, context)
 
         def render(num_errors: int, detail: int) -> str:
             return self.render(self.extrapolation_template, instruction=self.instruction, task=self,

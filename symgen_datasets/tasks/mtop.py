@@ -88,7 +88,7 @@ class MTOPTask(Task):
     def load_knowledge(self, options: dict[str, Any], snapshot_dir: str | Path | None = None) -> LabelInventory:
         return LabelInventory(options.get("labels") or self.packaged / "labels.json")
 
-    def prompt_context(self, knowledge: LabelInventory) -> dict[str, Any]:
+    def prompt_context(self, knowledge: LabelInventory, row: dict[str, Any] | None = None) -> dict[str, Any]:
         """The label inventory, part of the informative prompt as in SymGen."""
         return {"labels": knowledge.summary()}
 
