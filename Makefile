@@ -8,6 +8,11 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg constraints.txt
+	@# SWI-Prolog executes the geoquery task's queries (Debian's swi-prolog-nox, where apt-get can install it)
+	@command -v swipl >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+		&& (apt-get install -y -q swi-prolog-nox >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 \
+		&& apt-get install -y -q swi-prolog-nox >/dev/null 2>&1)); } \
+		|| echo "SWI-Prolog (swipl) is not installed: the geoquery task needs it (apt-get install swi-prolog-nox, brew install swi-prolog, or https://www.swi-prolog.org/download/stable); its tests are skipped"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
