@@ -12,7 +12,10 @@ answers a corruption cannot apply to are skipped):
 * break (1,000 dev rows): a step reference broken (pointing past the last step); a step's
   ``return`` dropped; two steps swapped (their references then point forward);
 * python (HumanEval's 164 canonical solutions with their own tests): a wrong operator (one binary
-  or comparison operator replaced by another); a line of the body dropped.
+  or comparison operator replaced by another); a line of the body dropped;
+* geoquery (280 dev rows, executed by SWI-Prolog): a constant swapped (another state or city); a
+  superlative flipped; a conjunct dropped; parentheses broken (an opening one removed). Most of
+  these still execute: only agreement among candidates can tell them from the gold.
 
 Printed: per task, the share of gold answers accepted (target >= 99%), and per corruption the
 share of corrupted answers rejected. A syntactic verifier cannot reject what is still well
@@ -37,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from symgen_datasets.pipeline.check import check_answers  # noqa: E402
 from symgen_datasets.tasks import get_task  # noqa: E402
-from tests.llm_servers import wrong_operator  # noqa: E402
+from tests.llm_servers import drop_conjunct, flip_superlative, swap_constant, wrong_operator  # noqa: E402
 
 
 
@@ -175,6 +178,9 @@ def main() -> int:
            "two steps swapped": swap_steps})
     rates("python", list(read_problems().values()),
           {"a wrong operator": python_wrong_operator, "a line of the body dropped": drop_line})
+    rates("geoquery", read(get_task("geoquery").references_path()),
+          {"a constant swapped": swap_constant, "a superlative flipped": flip_superlative,
+           "a conjunct dropped": drop_conjunct, "parentheses broken": lambda q, rng: q.replace("(", " ", 1)})
     return 0
 
 

@@ -269,6 +269,47 @@ _OPERATORS = [(" + ", " - "), (" - ", " + "), (" < ", " > "), (" > ", " < "), ("
               (" == ", " != "), (" != ", " == "), (" * ", " + "), (" and ", " or "), (" or ", " and ")]
 
 
+_STATES = ["texas", "ohio", "california", "alaska", "new york", "colorado"]
+_SUPERLATIVES = [("largest", "smallest"), ("highest", "lowest"), ("longest", "shortest"), ("most", "fewest")]
+
+
+def rename_variables(query: str, rng: random.Random | None = None) -> str:
+    """A GeoQuery query with its variables renamed (A -> H, B -> I...): the same answer."""
+    return re.sub(r"\b([A-Z])\b", lambda m: chr((ord(m.group(1)) - 65 + 7) % 26 + 65), query)
+
+
+def swap_constant(query: str, rng: random.Random | None = None) -> str:
+    """A GeoQuery query with its first state (else city, else the country) replaced by another."""
+    match = re.search(r"stateid\('?([a-z ]+)'?\)", query)
+    if match:
+        other = next(s for s in _STATES if s != match.group(1))
+        return query[:match.start()] + f"stateid('{other}')" + query[match.end():]
+    match = re.search(r"cityid\('?([a-z .]+)'?,_\)", query)
+    if match:
+        return query[:match.start()] + f"cityid({'austin' if match.group(1) != 'austin' else 'boston'},_)" + query[match.end():]
+    return query.replace("countryid(usa)", "stateid(texas)", 1)
+
+
+def flip_superlative(query: str, rng: random.Random | None = None) -> str:
+    """A GeoQuery query with its first superlative flipped (largest <-> smallest, ...; count -> sum
+    when it has none)."""
+    for a, b in _SUPERLATIVES:
+        for old, new in ((a, b), (b, a)):
+            if re.search(rf"\b{old}\(", query):
+                return re.sub(rf"\b{old}\(", f"{new}(", query, count=1)
+    return query.replace("count(", "sum(", 1)
+
+
+def drop_conjunct(query: str, rng: random.Random | None = None) -> str:
+    """A GeoQuery query with one conjunct (a loc/2, major/1, state/1, river/1 or city/1 goal) dropped."""
+    for pattern in (r",loc\([A-Z],[A-Z]\)", r"loc\([A-Z],[A-Z]\),", r",major\([A-Z]\)", r",state\([A-Z]\)",
+                    r"state\([A-Z]\),", r",river\([A-Z]\)", r"city\([A-Z]\),"):
+        changed = re.sub(pattern, "", query, count=1)
+        if changed != query:
+            return changed
+    return query
+
+
 def wrong_operator(body: str, rng: random.Random) -> str | None:
     """``body`` with one binary operator replaced by another (``None`` if it has none)."""
     found = [(a, b) for a, b in _OPERATORS if a in body]
