@@ -148,3 +148,29 @@ def test_without_swi_prolog_geoquery_says_how_to_install_it_and_other_tasks_run(
     assert done.returncode == 2 and "apt-get install swi-prolog-nox" in done.stderr and "Traceback" not in done.stderr
     other = symgen("check", "break", "--input", str(get_task("break").references_path()), env=env)
     assert other.returncode == 0, other.stderr[-2000:]
+
+
+def test_the_builder_and_s3_run_on_geoquery(tmp_path, tiny_llama):
+    from symgen_datasets.builders import GeoquerySynth
+
+    rows = DEV[:12]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"nl": r["nl"]}) + "\n" for r in rows))
+    oracle = OracleResponder({r["nl"]: r["prolog"] for r in DEV}, accuracy=0.8, questions=[r["nl"] for r in DEV[40:]],
+                             corrupt=lambda answer, rng: answer[:-2])
+    validation, test = tmp_path / "validation.jsonl", tmp_path / "test.jsonl"
+    validation.write_text("".join(json.dumps(r) + "\n" for r in DEV[12:22]))
+    test.write_text("".join(json.dumps(r) + "\n" for r in DEV[22:32]))
+    with LLMServer(oracle) as server:
+        builder = GeoquerySynth(cache_dir=str(tmp_path / "cache"), generator=f"tgi:{server.url}", questions=str(questions),
+                                num_samples=6, min_votes=2)
+        builder.download_and_prepare()
+        built = builder.as_dataset(split="train")
+        s3 = symgen("s3", "geoquery", "--validation", str(validation), "--test", str(test), "--rounds", "1",
+                    "--generator", f"tgi:{server.url}", "--model", str(tiny_llama), "--output-dir", str(tmp_path / "s3"),
+                    "--num-questions", "12", "--num-samples", "4", "--min-votes", "2", "--max-steps", "2",
+                    "--per-device-train-batch-size", "4")
+    assert built.column_names[:2] == ["nl", "prolog"] and 0 < len(built) <= 12
+    assert s3.returncode == 0, s3.stderr[-3000:]
+    rounds = json.loads((tmp_path / "s3" / "s3_state.json").read_text())["rounds"]
+    assert len(rounds) == 2 and rounds[1]["errors_extrapolated"] > 0 and rounds[1]["test_after"] is not None

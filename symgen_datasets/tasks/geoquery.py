@@ -87,6 +87,7 @@ class GeoQueryTask(Task):
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation", "question-answering")
     question_template: ClassVar[str] = "geoquery_question.j2"
     answer_template: ClassVar[str] = "geoquery_answer.j2"
+    extrapolation_template: ClassVar[str] = "geoquery_extrapolate.j2"
     program_pattern: ClassVar[re.Pattern] = re.compile(r"\banswer\s*\(|\b(?:stateid|cityid|riverid|placeid)\s*\(")
     options: ClassVar[tuple[TaskOption, ...]] = (
         TaskOption("geobase", "a geobase file of Prolog facts; default: the packaged one", metavar="FILE"),

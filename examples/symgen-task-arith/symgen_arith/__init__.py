@@ -65,6 +65,8 @@ class ArithVerifier(PooledVerifier):
     chunk_function = staticmethod(_check_chunk)
 
     def __init__(self, knowledge: Any = None, timeout_s: float = 5.0):
+        # each candidate runs under this limit in its worker (PooledVerifier.limit_each_candidate):
+        # one that runs past it is a `timeout`, and the others of its batch run on
         self.timeout_s = timeout_s
 
     def describe(self) -> str:
