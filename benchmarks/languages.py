@@ -1,6 +1,6 @@
 """Precision and yield of generation for every language, with an LLM that is right half the time.
 
-For each of the five languages, the real dev questions are answered through ``symgen generate
+For each of the six languages, the real dev questions are answered through ``symgen generate
 TASK --questions DEV --generator tgi:URL --num-samples 10 --min-votes 3`` against a loopback
 TGI-protocol server whose answers are right half of the time (``tests/llm_servers``: a wrong
 answer is, 40% of the time, one of the question's two fixed plausible mistakes, which can
@@ -12,6 +12,7 @@ wrong operator or a body that raises).
   gold query's (multiset of rows);
 * nl2bash (609), mtop (2,235), break (1,000): correct when the kept program has the gold's normal
   form (the task verifier's result key: token sequence, canonical TOP, normalised QDMR);
+* geoquery (280, SWI-Prolog): correct when the kept query's answer equals the gold's;
 * python: HumanEval's 164 problems; correct when the kept solution passes the problem's own
   tests (never shown to the pipeline).
 
@@ -130,7 +131,7 @@ def measure(name: str, seed: int) -> tuple[int, int, int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--languages", nargs="+", default=["sql", "nl2bash", "mtop", "break", "python"])
+    parser.add_argument("--languages", nargs="+", default=["sql", "nl2bash", "mtop", "break", "python", "geoquery"])
     args = parser.parse_args()
     datasets.disable_progress_bars()
     print(f"{'language':<9} {'seed':>4} {'questions':>9} {'kept %':>7} {'kept correct %':>15} {'no-verifier correct %':>22}")

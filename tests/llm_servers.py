@@ -51,6 +51,7 @@ CORRUPTIONS: dict[str, Callable[[str, random.Random], str]] = {
     "nl2bash": lambda answer, rng: "frobnicate " + answer.split(" ", 1)[-1],
     "mtop": lambda answer, rng: answer.replace("[IN:", "[SL:", 1),
     "break": lambda answer, rng: answer + " ;return #99",
+    "geoquery": lambda answer, rng: answer.replace("(", "((", 2),  # an extra opening: the repair cannot fix it
 }
 
 

@@ -184,7 +184,7 @@ def test_unreachable_server(out, capsys):
 
 def test_unknown_task_and_generator(out, capsys):
     status, err = run_cli(["generate", "cobol", "--output", str(out)], capsys)
-    assert status == 2 and "unknown task 'cobol'; known tasks: break, geoquery_sql, mtop, nl2bash, python, rte, spider" in err
+    assert status == 2 and "unknown task 'cobol'; known tasks: break, geoquery, geoquery_sql, mtop, nl2bash, python, rte, spider" in err
     status, err = run_cli(["generate", "spider", "--generator", "gpt-9", "--output", str(out)], capsys)
     assert status == 2 and "--generator 'gpt-9': unknown generator" in err
 
