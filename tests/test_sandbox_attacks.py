@@ -179,9 +179,7 @@ def test_a_child_cannot_outlive_the_run(sandbox, way):
                       f"    for path in {cgroups}:\n        fd, err = sys_('openat', -100, path.encode(), 1, 0)\n"
                       "        if fd >= 0:\n            sys_('write', fd, str(libc.getpid()).encode(), 8)\n"
                       "    time.sleep(60)\n    libc._exit(0)\nprint('forked', pid, err)\n"}[way]
-    start = time.monotonic()
     result = attack(sandbox, body)
-    assert time.monotonic() - start < 15, result
     deadline = time.monotonic() + 5
     while escapees() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -56,14 +55,12 @@ class LoopyVerifier(PooledVerifier):
 
 def test_a_hanging_candidate_is_a_timeout_at_its_own_limit_and_workers_are_set_up_once(tmp_path):
     marker = tmp_path / "setups"
-    started = time.monotonic()
     with LoopyVerifier(timeout_s=1.0, marker_file=str(marker)) as verifier:
         outcomes = verifier.execute(None, ["a", "loop", "b"])
         again = verifier.execute(None, ["c"] * 20)
-    elapsed = time.monotonic() - started
+    # a timeout at the candidate's own limit; the pool's backstop would have made it a `crash`
     assert [o.status for o in outcomes] == ["ok", "timeout", "ok"]
     assert "over the 1 s time limit" in outcomes[1].error
-    assert elapsed < 8  # the pool's backstop (3 x 1 x 1.5 + 10 s, then per program) was not what stopped it
     assert [o.key for o in (outcomes[0], outcomes[2])] == ["geobase:a", "geobase:b"]
     assert all(o.key == "geobase:c" for o in again)
     setups = marker.read_text().split()
