@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -29,11 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from symgen_datasets.tasks import get_task  # noqa: E402
 from symgen_datasets.verifiers.prolog import STACK_LIMIT, swipl  # noqa: E402
-
-
-def renamings(query: str, count: int) -> list[str]:
-    return [re.sub(r"\b([A-Z])\b", lambda m, k=k: chr((ord(m.group(1)) - 65 + k) % 26 + 65), query)
-            for k in range(count)]
+from tests.llm_servers import rename_variables  # noqa: E402
 
 
 def main() -> int:
@@ -44,7 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     gold = [json.loads(line)["prolog"] for name in ("train.json", "dev.json")
             for line in (args.data_dir / name).read_text().splitlines() if line.strip()]
-    jobs = [renamings(query, args.candidates) for query in gold]
+    jobs = [[rename_variables(query, shift=k) for k in range(args.candidates)] for query in gold]
     queries = [q for job in jobs for q in job]
     task = get_task("geoquery")
     knowledge = task.load_knowledge(task.options_with_defaults({}))

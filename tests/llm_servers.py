@@ -274,9 +274,9 @@ _STATES = ["texas", "ohio", "california", "alaska", "new york", "colorado"]
 _SUPERLATIVES = [("largest", "smallest"), ("highest", "lowest"), ("longest", "shortest"), ("most", "fewest")]
 
 
-def rename_variables(query: str, rng: random.Random | None = None) -> str:
-    """A GeoQuery query with its variables renamed (A -> H, B -> I...): the same answer."""
-    return re.sub(r"\b([A-Z])\b", lambda m: chr((ord(m.group(1)) - 65 + 7) % 26 + 65), query)
+def rename_variables(query: str, rng: random.Random | None = None, shift: int = 7) -> str:
+    """A GeoQuery query with its variables renamed (by default A -> H, B -> I...): the same answer."""
+    return re.sub(r"\b([A-Z])\b", lambda m: chr((ord(m.group(1)) - 65 + shift) % 26 + 65), query)
 
 
 def swap_constant(query: str, rng: random.Random | None = None) -> str:

@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
 
         check_output_dir(args)
         # one training per folder at a time; the kernel releases the lock however the run ends
-        lock = RunLock(output, name=LOCK_FILE, advice="wait for it to finish, or train into another --output-dir")
+        lock = RunLock(output, name=LOCK_FILE, what="folder",
+                       advice="wait for it to finish, or train into another --output-dir")
         lock.__enter__()
     accelerator.wait_for_everyone()
 

@@ -53,6 +53,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError
+from .sandbox_launcher import MARKER as VERDICT_MARKER
 
 #: Processes a sandboxed program may have at once (cgroup).
 MAX_PROCESSES = 16
@@ -72,7 +73,6 @@ ISOLATIONS = ("auto", "bubblewrap", "namespaces", UNSAFE)
 _CPU_LIMIT_EXITS = {-signal.SIGKILL, -signal.SIGXCPU, 128 + signal.SIGKILL, 128 + signal.SIGXCPU}
 #: The trusted launcher, run with ``-c``: under bubblewrap no project file is visible.
 LAUNCHER = (Path(__file__).with_name("sandbox_launcher.py")).read_text(encoding="utf-8")
-VERDICT_MARKER = "__SYMGEN_VERDICT__"
 
 
 class SandboxUnavailable(InputError, RuntimeError):

@@ -20,7 +20,6 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 
 from ..errors import InputError, SymgenError
 from ..publish import config_dir, read_card, read_folder_card, render_card
-from ..redaction import redact_spec
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _TAG = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
@@ -304,8 +303,8 @@ def list_versions(repo_id: str) -> list[VersionInfo]:
                     commit=commit,
                     parent=meta.get("parent_version"),
                     task=meta.get("task", "?"),
-                    # redacted again: a card written by an older version may hold credentials
-                    generator=" ".join(filter(None, [redact_spec(str(generator.get("spec") or "")),
+                    # card_at (read_card) redacted the spec: a card written by an older version may hold credentials
+                    generator=" ".join(filter(None, [str(generator.get("spec") or ""),
                                                      f"({generator['model']})" if generator.get("model") else ""])),
                     questions=counts.get("questions"),
                     kept=counts.get("questions_kept"),

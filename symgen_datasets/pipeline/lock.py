@@ -37,6 +37,7 @@ class RunLock:
     Args:
         folder: the work folder.
         name: the lock file's name inside it.
+        what: what the folder is, in the refusal's message.
         advice: what the refusal tells the user to do.
 
     Raises:
@@ -44,11 +45,11 @@ class RunLock:
         InputError: the folder cannot be created or written.
     """
 
-    def __init__(self, folder: str | Path, name: str = LOCK_NAME,
+    def __init__(self, folder: str | Path, name: str = LOCK_NAME, what: str = "work folder",
                  advice: str = "wait for it to finish, or give this run another --output or --work-dir"):
         self.folder = Path(folder)
         self.path = self.folder / name
-        self.advice = advice
+        self.what, self.advice = what, advice
         self._lock: filelock.FileLock | None = None
 
     def _describe_holder(self) -> str:
@@ -74,7 +75,7 @@ class RunLock:
             lock.acquire()
         except filelock.Timeout:
             raise BusyError(
-                f"the {'work ' if self.path.name == LOCK_NAME else ''}folder {self.folder} is in use by another run ({self._describe_holder()}); {self.advice}"
+                f"the {self.what} {self.folder} is in use by another run ({self._describe_holder()}); {self.advice}"
             ) from None
         except OSError as error:
             raise InputError(f"work folder {self.folder}: cannot create or lock it ({error.strerror or error})") from None

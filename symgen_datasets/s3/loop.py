@@ -360,11 +360,9 @@ def _run_round(round_index: int, settings: S3Settings, task: Task, knowledge, ge
               f"{previous['round']} stand", file=sys.stderr)
         if test_path is not None and record["test_after"] is None and _tests_this_round(settings, round_index,
                                                                                          [*history, record]):
-            predict, _ = model_predictions(str((output / record["dataset"]).parent / "model"), task)
-            tested = evaluate(task, predict, f"model:{(output / record['dataset']).parent / 'model'}",
-                              references=str(test_path), task_options=settings.generate.task_options,
-                              output_dir=folder / "test")
-            record["test_after"] = tested.evaluation.metrics[task.primary_metric]
+            model = (output / record["dataset"]).parent / "model"
+            predict, _ = model_predictions(str(model), task)
+            record["test_after"] = _test_accuracy(task, settings, predict, model, test_path, folder)
         return record, previous_rows
 
     new_rows = [dict(row, s3_round=round_index) for row in new_rows]
@@ -407,14 +405,19 @@ def _run_round(round_index: int, settings: S3Settings, task: Task, knowledge, ge
         print(f"round {round_index}: validation predicted at {per_row:.2f} s a row; the {test_rows} test rows take "
               f"about {per_row * test_rows / 60:.1f} min each time they are predicted", file=sys.stderr)
     if test_path is not None and _tests_this_round(settings, round_index, [*history, record]):
-        tested = evaluate(task, predict, source, references=str(test_path), task_options=settings.generate.task_options,
-                          output_dir=folder / "test")
-        record["test_after"] = tested.evaluation.metrics[task.primary_metric]
+        record["test_after"] = _test_accuracy(task, settings, predict, model_folder, test_path, folder)
     meta = _round_meta(task, settings, generate, generator, synthesis_meta, record, history, demonstrations)
     _update_round_card(dataset_folder, meta, [*history, record])  # the rows were written before training
     if settings.push_to_hub:
         record["pushed"] = _push(dataset_folder, settings, version)
     return record, rows
+
+
+def _test_accuracy(task: Task, settings: S3Settings, predict, model_folder: Path, test_path: Path, folder: Path) -> float:
+    """The model's primary metric on the held-out test set (its evaluation in ``folder/test``)."""
+    tested = evaluate(task, predict, f"model:{model_folder}", references=str(test_path),
+                      task_options=settings.generate.task_options, output_dir=folder / "test")
+    return tested.evaluation.metrics[task.primary_metric]
 
 
 def _tests_this_round(settings: S3Settings, round_index: int, rounds: list[dict]) -> bool:

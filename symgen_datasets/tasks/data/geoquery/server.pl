@@ -61,13 +61,7 @@ describe(error(resource_error(What), _), error, Text) :- !, format(string(Text),
 describe(error(syntax_error(What), _), error, Text) :- !, format(string(Text), "syntax error: ~w", [What]).
 describe(error(existence_error(procedure, PI), _), error, Text) :- !,
     format(string(Text), "undefined predicate ~q", [PI]).
-describe(Error, error, Text) :-
-    message_to_codes(Error, Codes) -> atom_codes(A, Codes), sub_atom(A, 0, _, 0, T), format(string(Text), "~w", [T])
-    ;   format(string(Text), "~q", [Error]).
-
-message_to_codes(Error, Codes) :-
-    catch(message_to_codes(Error, [], Codes0), _, fail), !, Codes = Codes0.
-message_to_codes(Error, _, Codes) :- format(codes(Codes), "~q", [Error]).
+describe(Error, error, Text) :- format(string(Text), "~q", [Error]).
 
 %  allowed_goal(+Goal): every goal position of Goal holds a predicate of the meaning
 %  representation (data positions may hold any term: they are never called).
