@@ -13,6 +13,11 @@ $(VENV)/.installed: setup.cfg constraints.txt
 		&& (apt-get install -y -q swi-prolog-nox >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 \
 		&& apt-get install -y -q swi-prolog-nox >/dev/null 2>&1)); } \
 		|| echo "SWI-Prolog (swipl) is not installed: the geoquery task needs it (apt-get install swi-prolog-nox, brew install swi-prolog, or https://www.swi-prolog.org/download/stable); its tests are skipped"
+	@# PostgreSQL's server: the SQL engine tests start one of their own (Debian's postgresql)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+		|| { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (apt-get install -y -q postgresql >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1)); } \
+		|| echo "PostgreSQL's server is not installed (apt-get install postgresql): the PostgreSQL engine tests are skipped"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0

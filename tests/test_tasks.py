@@ -56,7 +56,7 @@ def test_symgen_tasks_lists_fields_verifier_and_source(capsys):
 
 
 def test_options_are_declared_by_the_task():
-    assert [option.flag for option in get_task("spider").options] == ["--db-dir", "--empty-results"]
+    assert [option.flag for option in get_task("spider").options] == ["--db-dir", "--db-url", "--db-ids", "--empty-results"]
     with pytest.raises(InputError, match="task nl2bash has no option db_dir; its options: --utilities"):
         get_task("nl2bash").options_with_defaults({"db_dir": "x"})
 

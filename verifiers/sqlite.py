@@ -252,11 +252,35 @@ def _limit_sqlite_heap(heap_bytes: int) -> None:
     sqlite3.connect(":memory:").execute(f"PRAGMA hard_heap_limit = {int(heap_bytes)}")
 
 
-def _worker_connection(db_path: str | Path) -> sqlite3.Connection:
-    connection = _CONNECTIONS.get(db_path)
+def _worker_connection(context: Any) -> Any:
+    """The worker's cached connection for a job's context: a SQLite file (its path) or an
+    :class:`~symgen_datasets.verifiers.engines.Target` of another engine."""
+    connection = _CONNECTIONS.get(context)
     if connection is None:
-        connection = _CONNECTIONS[db_path] = connect_readonly(db_path)
+        if isinstance(context, (str, Path)):
+            connection = connect_readonly(context)
+        else:
+            from .engines import engine_class
+
+            connection = engine_class(context.family).connect(context)
+        _CONNECTIONS[context] = connection
     return connection
+
+
+def execute_on_engine(connection: Any, target: Any, query: str, timeout_s: float, max_rows: int,
+                      columns_ordered: bool = False) -> ExecutionResult:
+    """:func:`execute_one` on an engine other than SQLite (the engine's ``fetch``, its
+    normalised rows keyed by :func:`result_keys`); never raises for a bad query."""
+    from .engines import QueryError, QueryTimeout, engine_class
+
+    try:
+        rows = engine_class(target.family).fetch(connection, query, timeout_s, max_rows)
+    except QueryTimeout as error:
+        return ExecutionResult("timeout", error=str(error))
+    except QueryError as error:
+        return ExecutionResult("error", error=str(error))
+    return ExecutionResult("ok", key=result_keys(rows, len(rows) > 1 and is_ordered(query), columns_ordered),
+                           num_rows=len(rows))
 
 
 def execute_one(
@@ -296,13 +320,19 @@ def _execute_chunk(groups: Chunk, options: tuple[float, int, bool]) -> list[Exec
     ``options`` = ``(timeout_s, max_rows, columns_ordered)``."""
     timeout_s, max_rows, columns_ordered = options
     results = []
-    for db_path, queries in groups:
+    from .engines import QueryError
+
+    for context, queries in groups:
         try:
-            connection = _worker_connection(db_path)
-        except sqlite3.Error as error:
-            results.extend(ExecutionResult("error", error=f"cannot open {db_path}: {error}") for _ in queries)
+            connection = _worker_connection(context)
+        except (sqlite3.Error, QueryError) as error:
+            results.extend(ExecutionResult("error", error=f"cannot open {context}: {error}") for _ in queries)
             continue
-        results.extend(execute_one(connection, query, timeout_s, max_rows, columns_ordered) for query in queries)
+        if isinstance(context, (str, Path)):
+            results.extend(execute_one(connection, query, timeout_s, max_rows, columns_ordered) for query in queries)
+        else:
+            results.extend(execute_on_engine(connection, context, query, timeout_s, max_rows, columns_ordered)
+                           for query in queries)
     return results
 
 
@@ -402,8 +432,12 @@ class SQLiteVerifier(Verifier):
         self.max_workers = max_workers
         self._executor = executor
         self._owns_executor = executor is None
-        self._paths: dict[str, str] = {}
+        self._paths: dict[str, Any] = {}
         self.empty_results = empty_results or DEFAULT_EMPTY_RESULTS
+        engine = getattr(databases, "engine", None)
+        #: the engine's family (``sqlite``, ``postgresql``, ``duckdb``): the verifier's name in cards
+        self.name = engine.family if engine is not None else "sqlite"
+        self._engine = engine
         self.result_key = "columns-unordered"
         self._check_rule()
 
@@ -433,8 +467,13 @@ class SQLiteVerifier(Verifier):
         return [o.key if o.ok and o.key != EMPTY_RESULT_KEY else None for o in outcomes]
 
     def provenance(self) -> dict[str, str]:
-        """The agreement rule, for the card: ``result_key`` and ``empty_results``."""
-        return {"result_key": self.result_key, "empty_results": self.empty_results}
+        """For the card: the agreement rule (``result_key``, ``empty_results``) and, on an engine
+        other than SQLite, the engine and its version, the dialect, and the safety layers."""
+        recorded = {"result_key": self.result_key, "empty_results": self.empty_results}
+        if self._engine is not None and self._engine.family != "sqlite":
+            recorded.update(engine=self._engine.version(), dialect=self._engine.dialect,
+                            safety="; ".join(self._engine.safety))
+        return recorded
 
     def configure(self, recorded: dict[str, Any]) -> None:
         """Adopt the agreement rule a card records (``symgen verify`` of a dataset made by an
@@ -446,12 +485,14 @@ class SQLiteVerifier(Verifier):
 
     normalize = staticmethod(normalize_sql)
 
-    def context(self, row: dict) -> str:
+    def context(self, row: dict) -> Any:
+        """The worker's context of ``row``'s database: a SQLite snapshot's path, or an engine's
+        :class:`~symgen_datasets.verifiers.engines.Target`."""
         db_id = row["db_id"]
-        path = self._paths.get(db_id)
-        if path is None:
-            path = self._paths[db_id] = str(self.databases.path(db_id))
-        return path
+        target = self._paths.get(db_id)
+        if target is None:
+            target = self._paths[db_id] = self.databases.target(db_id, self.timeout_s)
+        return target
 
     def execute_stream(self, jobs: Iterable[tuple[Any, Sequence[str]]]) -> Iterator[list[ExecutionResult]]:
         return self.executor.execute_stream(jobs)
@@ -461,7 +502,8 @@ class SQLiteVerifier(Verifier):
         empty = {"abstain": "a result with no rows votes for nothing",
                  "reject": "a question whose largest cluster returns no rows is not kept",
                  "agree": "empty results agree with each other"}[self.empty_results]
-        return (f"every candidate executed on the question's SQLite database (read-only, {self.timeout_s:g} s per "
+        engine = self._engine.pretty_name if self._engine is not None else "SQLite"
+        return (f"every candidate executed on the question's {engine} database (read-only, {self.timeout_s:g} s per "
                 f"query, in worker processes); candidates agree when their results hold the same multiset of rows, "
                 f"{columns} (row order too when the query has a top-level ORDER BY and returns more than one row; "
                 f"floats rounded to 6 decimals); {empty}")

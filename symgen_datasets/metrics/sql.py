@@ -146,6 +146,9 @@ def _judge_chunk(groups: Chunk, options: tuple[float, bool]) -> list[ExecutionRe
     timeout_s, keep_distinct = options
     results = []
     for db_path, pairs in groups:
+        if not isinstance(db_path, str):  # an engine's Target (PostgreSQL, DuckDB)
+            results.extend(_judge_on_engine(db_path, pairs, timeout_s, keep_distinct))
+            continue
         connection = _CONNECTIONS.get(db_path)
         if connection is None:
             connection = _CONNECTIONS[db_path] = connect_readonly(db_path)
@@ -170,6 +173,36 @@ def _judge_chunk(groups: Chunk, options: tuple[float, bool]) -> list[ExecutionRe
     return results
 
 
+def _judge_on_engine(target: Any, pairs: list[str], timeout_s: float, keep_distinct: bool) -> list[ExecutionResult]:
+    """:func:`_judge_chunk` on an engine other than SQLite (its ``connect`` and ``fetch``, rows
+    normalised by the engine), with the same semantics."""
+    from ..verifiers.engines import QueryError, QueryTimeout, engine_class
+
+    engine = engine_class(target.family)
+    try:
+        connection = _CONNECTIONS.get(target) or _CONNECTIONS.setdefault(target, engine.connect(target))
+    except QueryError as error:
+        return [ExecutionResult("crash", error=f"the gold query fails: {error}") for _ in pairs]
+    results = []
+    for pair in pairs:
+        gold, prediction, order_matters = prepare(*pair.split("\x1f", 1), keep_distinct=keep_distinct)
+        try:
+            gold_rows = engine.fetch(connection, gold, timeout_s, MAX_ROWS - 1)
+        except QueryError as error:
+            results.append(ExecutionResult("crash", error=f"the gold query fails: {error}"))
+            continue
+        try:
+            predicted_rows = engine.fetch(connection, prediction, timeout_s, MAX_ROWS - 1)
+        except QueryTimeout as error:
+            results.append(ExecutionResult("timeout", error=str(error)))
+            continue
+        except QueryError as error:
+            results.append(ExecutionResult("error", error=str(error)))
+            continue
+        results.append(ExecutionResult("ok", key="1" if results_match(gold_rows, predicted_rows, order_matters) else "0"))
+    return results
+
+
 def execution_matches(jobs: Iterable[tuple[str, str, str]], timeout_s: float = OFFICIAL_TIMEOUT_S,
                       keep_distinct: bool = False, max_workers: int | None = None) -> Iterator[ExecutionResult]:
     """Compare predictions with gold queries by execution, in sandboxed worker processes
@@ -189,6 +222,10 @@ def execution_matches(jobs: Iterable[tuple[str, str, str]], timeout_s: float = O
             yield outcomes[0]
 
 
+def _context(target: Any) -> Any:
+    return str(target) if isinstance(target, (str, bytes)) or hasattr(target, "__fspath__") else target
+
+
 def sql_scores(references: Sequence[dict], predictions: Sequence[str | None], db_path: Callable[[str], Any],
                timeout_s: float = OFFICIAL_TIMEOUT_S, by_hardness: bool = False, keep_distinct: bool = False,
                max_workers: int | None = None) -> Evaluation:
@@ -197,7 +234,8 @@ def sql_scores(references: Sequence[dict], predictions: Sequence[str | None], db
     Args:
         references: rows with ``query`` (gold) and ``db_id``.
         predictions: one query per row, in order; ``None`` (no query) is wrong and invalid.
-        db_path: ``db_id`` -> the SQLite file to execute on (a snapshot the caller owns).
+        db_path: ``db_id`` -> what to execute on: a SQLite file (a snapshot the caller owns) or an
+            engine's :class:`~symgen_datasets.verifiers.engines.Target`.
         timeout_s: per-query limit (seconds).
         by_hardness: add Spider's hardness of each gold query and the breakdown by level.
         keep_distinct: see :func:`execution_matches`.
@@ -215,14 +253,14 @@ def sql_scores(references: Sequence[dict], predictions: Sequence[str | None], db
     from tqdm.auto import tqdm
 
     per_row: list[dict[str, Any]] = [{"correct": False, "exact": False, "valid": False} for _ in references]
-    jobs = [(i, str(db_path(row["db_id"])), row["query"], prediction)
+    jobs = [(i, _context(db_path(row["db_id"])), row["query"], prediction)
             for i, (row, prediction) in enumerate(zip(references, predictions)) if prediction]
     outcomes = execution_matches(((path, gold, prediction) for _, path, gold, prediction in jobs),
                                  timeout_s=timeout_s, keep_distinct=keep_distinct, max_workers=max_workers)
     for (i, _, gold, prediction), outcome in zip(jobs, tqdm(outcomes, total=len(jobs), desc="executing", unit="query")):
         if outcome.status == "crash":
             raise InputError(f"reference row {i + 1} ({references[i]['db_id']}): {outcome.error}: {gold!r}; "
-                             "fix the references or give the databases they were written for with --db-dir")
+                             "fix the references or give the databases they were written for with --db-dir or --db-url")
         row = per_row[i]
         row["valid"] = outcome.ok
         row["correct"] = outcome.ok and outcome.key == "1"

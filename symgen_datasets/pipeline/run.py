@@ -23,6 +23,7 @@ from typing import Iterator
 
 from .. import __version__
 from ..arrow_files import ArrowTable, stream_batches, write_arrow
+from ..redaction import redact_url
 from ..errors import GenerationError, InputError, NothingKept
 from ..generators import EventLoopThread, Generator, RetryPolicy, from_spec
 from ..generators.cache import CachedGenerator, ResponseCache
@@ -182,7 +183,8 @@ def run_metadata(result: GenerateResult, inputs: RunInputs, verifier: Verifier) 
     """The ``symgen`` block of the dataset card: everything needed to understand and re-check the
     run, and to render its card (see :mod:`symgen_datasets.publish.card`)."""
     task, demonstrations, settings = inputs.task, inputs.demonstrations, result.settings
-    options = {name: (Path(value).name if isinstance(value, (str, Path)) and ("/" in str(value)) else value)
+    options = {name: (redact_url(str(value)) if "://" in str(value) else Path(value).name)
+               if isinstance(value, (str, Path)) and ("/" in str(value)) else value
                for name, value in task.options_with_defaults(settings.task_options).items()}
     return {
         "tool_version": __version__,
@@ -303,6 +305,7 @@ def run(
             knowledge.prepare(inputs.contexts)
         if verifier is None:
             verifier = stack.enter_context(task.make_verifier(knowledge, settings.timeout_s))
+        inputs.demonstrations = task.adapt_demonstrations(inputs.demonstrations, knowledge, verifier)
         return _run(settings, inputs, verifier, node, own_node, generator, loop)
 
 
@@ -368,7 +371,8 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
     if node.world_size > 1:
         context.counts = dict(sum((Counter(shard["counts"]) for shard in shards), Counter()))
     votes: Counter = Counter()
-    kept_rows = _kept_rows(verified, settings.min_votes, generator.provenance, columns, votes)
+    kept_rows = _kept_rows(verified, settings.min_votes, generator.provenance, columns, votes,
+                           task.run_row_fields(inputs.knowledge))
     rows = write_arrow(arrow_folder / "rows.arrow", columns.rows, kept_rows)
     context.count("questions_kept", len(rows))
     counts = _ordered_counts(context.counts, context.valid_count)
@@ -518,10 +522,12 @@ def _write_questions(context: StageContext, inputs: RunInputs, columns: Columns,
     return write_arrow(path, columns.questions, ({**row, "question_index": index} for index, row in enumerate(rows)))
 
 
-def _kept_rows(dataset: ArrowTable, min_votes: int, generator: str, columns: Columns, votes: Counter) -> Iterator[dict]:
+def _kept_rows(dataset: ArrowTable, min_votes: int, generator: str, columns: Columns, votes: Counter,
+               shared: dict[str, str] | None = None) -> Iterator[dict]:
     """Selection as a stream: the kept rows (:attr:`Columns.row_names`, each checked against the
     row schema) of the verified questions, read batch by batch; ``votes`` counts the questions
-    per number of votes (the card's histogram)."""
+    per number of votes (the card's histogram); ``shared``: fields every row gets (the task's
+    :meth:`~symgen_datasets.tasks.base.Task.run_row_fields`)."""
     task = columns.task
     index = 0
     base = [name for name in columns.row_names if name not in task.extra_row_fields and name != "generator"]
@@ -532,6 +538,7 @@ def _kept_rows(dataset: ArrowTable, min_votes: int, generator: str, columns: Col
             if keep:
                 row = {name: data[name][position] for name in base}
                 verified = {name: values[position] for name, values in data.items()}
+                row.update(shared or {})
                 row.update(task.row_extras(verified, data["winner_detail"][position]), generator=generator)
                 row = {name: row[name] for name in columns.row_names}
                 validate_record(row, columns.row_schema, f"kept row {index}")

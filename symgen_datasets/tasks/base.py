@@ -534,6 +534,16 @@ class Task:
         winning outcome's ``detail``."""
         return {}
 
+    def adapt_demonstrations(self, demonstrations: Sequence[dict], knowledge: TaskKnowledge, verifier) -> list[dict]:
+        """The demonstrations as a run on ``knowledge`` uses them (e.g. SQL transpiled to the
+        engine's dialect), called once the verifier is ready; unchanged by default."""
+        return list(demonstrations)
+
+    def run_row_fields(self, knowledge: TaskKnowledge) -> dict[str, str]:
+        """:attr:`extra_row_fields` every kept row of a run shares, from its knowledge (e.g. the
+        SQL dialect); none by default."""
+        return {}
+
     # --- training (a task model learns input -> target) --------------------------------------
 
     def training_input(self, row: dict, knowledge: TaskKnowledge) -> str:

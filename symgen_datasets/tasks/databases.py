@@ -99,10 +99,13 @@ class Database:
         """``k`` rows drawn at random (without replacement, in table order) by ``rng``."""
         total = self._count(table)
         offsets = sorted(rng.sample(range(total), min(k, total)))
-        return [
-            self._connection.execute(f'SELECT * FROM "{table.name}" LIMIT 1 OFFSET ?', (o,)).fetchone()
-            for o in offsets
-        ]
+        return [self._row_at(table, o) for o in offsets]
+
+    def _row_at(self, table: Table, offset: int) -> tuple:
+        return self._connection.execute(f'SELECT * FROM "{table.name}" LIMIT 1 OFFSET ?', (offset,)).fetchone()
+
+    def _scan(self, table: Table) -> list[tuple]:
+        return self._connection.execute(f'SELECT * FROM "{table.name}" LIMIT {MAX_SCANNED_ROWS}').fetchall()
 
     def matching_rows(self, table: Table, question: str, k: int) -> list[tuple]:
         """The ``k`` rows whose cell values occur most often in ``question`` (SymGen's
@@ -110,10 +113,7 @@ class Database:
         keep table order. Only the first :data:`MAX_SCANNED_ROWS` rows are scanned."""
         rows = self._scanned.get(table.name)
         if rows is None:
-            rows = self._connection.execute(
-                f'SELECT * FROM "{table.name}" LIMIT {MAX_SCANNED_ROWS}'
-            ).fetchall()
-            self._scanned[table.name] = rows
+            rows = self._scanned[table.name] = self._scan(table)
         words = set(re.findall(r"\w+", question.lower()))
         text = " " + " ".join(re.findall(r"\w+", question.lower())) + " "
 
@@ -200,9 +200,13 @@ class DatabaseDirectory(TaskKnowledge):
         InputError: the folder does not exist or holds no database.
     """
 
-    def __init__(self, root: str | Path, snapshot_dir: str | Path | None = None, empty_results: str | None = None):
+    def __init__(self, root: str | Path, snapshot_dir: str | Path | None = None, empty_results: str | None = None,
+                 db_ids: list[str] | None = None):
+        from ..verifiers.engines.sqlite import SQLiteEngine
+
         self.root = Path(root)
         self.empty_results = empty_results
+        self.engine = SQLiteEngine(f"sqlite:///{self.root.resolve()}/{{db_id}}/{{db_id}}.sqlite")
         if not self.root.is_dir():
             raise InputError(
                 f"--db-dir {self.root}: not a folder; expected a folder of <db_id>/<db_id>.sqlite"
@@ -214,6 +218,8 @@ class DatabaseDirectory(TaskKnowledge):
             raise InputError(
                 f"--db-dir {self.root}: no database found; expected files <db_id>/<db_id>.sqlite"
             )
+        #: the databases question generation goes round (``--db-ids``; default: all)
+        self.question_db_ids = list(db_ids) if db_ids else self.db_ids
         self._temporary = None if snapshot_dir is not None else tempfile.TemporaryDirectory(prefix="symgen-db-")
         self.snapshot_dir = Path(snapshot_dir if snapshot_dir is not None else self._temporary.name)
         self._open: dict[str, Database] = {}
@@ -298,6 +304,14 @@ class DatabaseDirectory(TaskKnowledge):
             snapshot_database(self.source_path(db_id), target)
         return target
 
+    def reaches(self, db_id: str) -> bool:
+        """Whether the folder holds ``db_id``."""
+        return db_id in self.db_ids
+
+    def target(self, db_id: str, timeout_s: float | None = None) -> str:
+        """What a verifier's worker opens for ``db_id``: the snapshot's path (see :meth:`path`)."""
+        return str(self.path(db_id))
+
     def get(self, db_id: str, where: str | None = None) -> Database:
         """The database ``db_id`` (on its snapshot).
 
@@ -311,4 +325,116 @@ class DatabaseDirectory(TaskKnowledge):
         if db_id not in self._open:
             self.check(db_id, where)
             self._open[db_id] = Database(db_id, self.path(db_id))
+        return self._open[db_id]
+
+
+class EngineDatabase(Database):
+    """A database on a server or in a DuckDB file, read through its :class:`~symgen_datasets.
+    verifiers.engines.Engine` (same interface as :class:`Database`: tables, example rows)."""
+
+    def __init__(self, engine, db_id: str):  # noqa: D107 - no file to open
+        self.db_id = db_id
+        self.engine = engine
+        self._scanned: dict[str, list[tuple]] = {}
+
+    @cached_property
+    def tables(self) -> list[Table]:
+        """User tables in a stable order, with ``CREATE TABLE`` statements from introspection."""
+        return [Table(t.name, t.create_statement(), tuple(c.name for c in t.columns)) for t in self.engine.tables(self.db_id)]
+
+    def _count(self, table: Table) -> int:
+        return self.engine.count_rows(self.db_id, table.name)
+
+    def _row_at(self, table: Table, offset: int) -> tuple:
+        return self.engine.rows(self.db_id, table.name, offset, 1)[0]
+
+    def _scan(self, table: Table) -> list[tuple]:
+        return self.engine.rows(self.db_id, table.name, 0, MAX_SCANNED_ROWS)
+
+
+class EngineDatabases(TaskKnowledge):
+    """The databases an ``--db-url`` reaches (PostgreSQL, DuckDB): the knowledge of a text-to-SQL
+    task on the user's own engine.
+
+    Args:
+        url: the database URL (``{db_id}`` stands for a row's database; see
+            :func:`~symgen_datasets.verifiers.engines.open_engine`).
+        db_ids: the databases question generation goes round (``--db-ids``); default: every
+            database the URL reaches (on PostgreSQL, those its role may connect to, without
+            ``postgres`` and ``template*``).
+        empty_results: the task option ``--empty-results``.
+
+    Raises:
+        InputError: an unknown URL scheme, a server that cannot be reached, or no database.
+    """
+
+    def __init__(self, url: str, db_ids: list[str] | None = None, empty_results: str | None = None):
+        from ..verifiers.engines import open_engine
+
+        self.engine = open_engine(url)
+        self.empty_results = empty_results
+        self.db_ids = list(db_ids) if db_ids else self.engine.list_databases()
+        if not self.db_ids:
+            raise InputError(f"--db-url {self.engine.shown_url}: no database found; name them with --db-ids a,b,c")
+        self.question_db_ids = self.db_ids
+        self._open: dict[str, EngineDatabase] = {}
+        self._checked: set[str] = set()
+
+    def check(self, db_id: str, where: str | None = None) -> None:
+        """Make sure ``db_id`` can be reached and has at least one table.
+
+        Raises:
+            InputError: it cannot, naming ``where`` and the (redacted) URL.
+        """
+        if db_id in self._checked:
+            return
+        prefix = f"{where}: " if where else ""
+        try:
+            tables = self.engine.tables(db_id)
+        except InputError as error:
+            raise InputError(f"{prefix}db_id {db_id!r}: {error}") from None
+        if not tables:
+            raise InputError(f"{prefix}db_id {db_id!r}: the database has no table at {self.engine.shown_url}")
+        self._checked.add(db_id)
+
+    def check_record(self, record: dict, where: str) -> None:
+        self.check(record["db_id"], where)
+
+    def reaches(self, db_id: str) -> bool:
+        """Whether ``db_id`` is one of the URL's databases (without raising)."""
+        try:
+            self.check(db_id)
+        except InputError:
+            return False
+        return True
+
+    def prepare(self, contexts) -> None:
+        """Start the run's read view (see :meth:`Engine.begin_run`) of the contexts' databases."""
+        self._open.clear()
+        self.engine.begin_run(sorted({context["db_id"] for context in contexts}))
+
+    def cleanup(self) -> None:
+        self._open.clear()
+        self.engine.end_run()
+
+    def fingerprint(self, digest) -> None:
+        """The engine, the redacted URL, and each database's schema and row counts (a server's
+        content is not read whole; a resumed run on changed data is caught by the counts)."""
+        digest.update(f"{self.engine.family}\x00{self.engine.shown_url}".encode())
+        for db_id in self.db_ids:
+            digest.update(db_id.encode())
+            for table in self.engine.tables(db_id):
+                digest.update(table.create_statement().encode())
+                digest.update(str(self.engine.count_rows(db_id, table.name)).encode())
+
+    def target(self, db_id: str, timeout_s: float = 5.0):
+        """What a verifier's worker connects to for ``db_id`` (a :class:`~symgen_datasets.
+        verifiers.engines.Target` inside the run's read view)."""
+        return self.engine.target(db_id, timeout_s)
+
+    def get(self, db_id: str, where: str | None = None) -> EngineDatabase:
+        """The database ``db_id`` (see :meth:`check` for the errors)."""
+        if db_id not in self._open:
+            self.check(db_id, where)
+            self._open[db_id] = EngineDatabase(self.engine, db_id)
         return self._open[db_id]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -21,9 +22,11 @@ from ..errors import InputError
 from ..verifiers import SQLiteVerifier
 from ..verifiers.sqlite import DEFAULT_EMPTY_RESULTS, EMPTY_RESULT_POLICIES
 from .base import SamplingDefaults, Task, TaskOption, check_aligned
-from .databases import Database, DatabaseDirectory, format_rows
+from ..verifiers.engines import db_ids_option
+from .databases import Database, DatabaseDirectory, EngineDatabases, format_rows
 
-_FENCE = re.compile(r"```(?:sql|sqlite)?\s*\n?(.*?)(?:```|$)", re.S | re.I)
+_DIALECT_WORDS = r"(?:sql|sqlite|postgresql|postgres|psql|pgsql|duckdb)"
+_FENCE = re.compile(r"```" + _DIALECT_WORDS + r"?\s*\n?(.*?)(?:```|$)", re.S | re.I)
 _PROGRAM_START = re.compile(r"^\s*(select|with)\b", re.I)
 
 #: Example rows per table in prompts, from most to least (dropped to fit the token budget).
@@ -77,6 +80,9 @@ class TextToSQLTask(Task):
         "query": "the SQL query (for kept rows: the representative of the winning cluster)",
         "db_id": "database folder name",
     }
+    extra_row_fields: ClassVar[dict[str, str]] = {
+        "dialect": "the SQL dialect (sqlglot's name) the query is written in and was executed on: sqlite, postgres, duckdb",
+    }
     tags: ClassVar[tuple[str, ...]] = ("text-to-sql",)
     program_pattern: ClassVar[re.Pattern] = re.compile(
         r"^\s*(?:select\b.*\bfrom\b|with\s+\w+\s+as\s*\(|(?:insert|update|delete|create|drop)\s)", re.I)
@@ -86,6 +92,11 @@ class TextToSQLTask(Task):
     extrapolation_template: ClassVar[str] = "text_to_sql_extrapolate.j2"
     options: ClassVar[tuple[TaskOption, ...]] = (
         TaskOption("db_dir", "folder of <db_id>/<db_id>.sqlite; default: the task's packaged databases", metavar="DIR"),
+        TaskOption("db_url", "the databases as a URL in which {db_id} stands for a row's database: "
+                   "postgresql://USER[:PASSWORD]@HOST:PORT/{db_id}, duckdb:///DIR/{db_id}.duckdb or "
+                   "sqlite:///DIR/{db_id}/{db_id}.sqlite (what --db-dir DIR means)", metavar="URL"),
+        TaskOption("db_ids", "the databases question generation goes round, separated by commas; default: every "
+                   "database of --db-url / --db-dir", metavar="A,B,C"),
         TaskOption("empty_results", "how results with no rows vote: reject (they agree with each other, but a question "
                    "they win is not kept), abstain (no vote) or agree (a result like any other); default: "
                    + DEFAULT_EMPTY_RESULTS, default=DEFAULT_EMPTY_RESULTS, type=_empty_policy,
@@ -99,9 +110,22 @@ class TextToSQLTask(Task):
     def load_knowledge(self, options: dict[str, Any], snapshot_dir: str | Path | None = None) -> DatabaseDirectory:
         """The task's databases: ``options["db_dir"]``, or the packaged ones; snapshots go to
         ``snapshot_dir`` (see :class:`DatabaseDirectory`)."""
-        db_dir = options.get("db_dir")
-        return DatabaseDirectory(db_dir if db_dir is not None else self.packaged / "database", snapshot_dir,
-                                 _empty_policy(options.get("empty_results") or DEFAULT_EMPTY_RESULTS))
+        db_dir, db_url = options.get("db_dir"), options.get("db_url")
+        empty = _empty_policy(options.get("empty_results") or DEFAULT_EMPTY_RESULTS)
+        db_ids = db_ids_option(options.get("db_ids"))
+        if db_dir is not None and db_url is not None:
+            raise InputError("--db-dir and --db-url both given; give one (--db-dir DIR is --db-url sqlite:///DIR/{db_id}/{db_id}.sqlite)")
+        if db_url is not None and str(db_url).lower().startswith("sqlite:"):
+            from ..verifiers.engines.sqlite import sqlite_pattern
+
+            pattern = sqlite_pattern(str(db_url))
+            if not pattern.endswith("/{db_id}/{db_id}.sqlite"):
+                raise InputError(f"--db-url {db_url}: SQLite databases are read as DIR/{{db_id}}/{{db_id}}.sqlite "
+                                 "(Spider's layout); write sqlite:///DIR/{db_id}/{db_id}.sqlite")
+            db_dir = pattern[: -len("/{db_id}/{db_id}.sqlite")]
+        elif db_url is not None:
+            return EngineDatabases(str(db_url), db_ids, empty)
+        return DatabaseDirectory(db_dir if db_dir is not None else self.packaged / "database", snapshot_dir, empty, db_ids)
 
     def make_verifier(self, knowledge: DatabaseDirectory, timeout_s: float = 5.0) -> SQLiteVerifier:
         """The SQL verifier over ``knowledge``, with the task's ``--empty-results`` policy."""
@@ -112,7 +136,7 @@ class TextToSQLTask(Task):
         return self.load_knowledge({"db_dir": db_dir}, snapshot_dir)
 
     def question_contexts(self, knowledge: DatabaseDirectory) -> list[dict[str, str]]:
-        return [{"db_id": db_id} for db_id in knowledge.db_ids]
+        return [{"db_id": db_id} for db_id in knowledge.question_db_ids]
 
     # --- prompts -------------------------------------------------------------------------------
 
@@ -158,7 +182,8 @@ class TextToSQLTask(Task):
             tables = self._tables(database, lambda t, k: database.random_rows(t, k, picker), num_rows)
             return self.render(
                 self.question_template,
-                instruction=self.instruction,
+                instruction=self.dialect_instruction(knowledge),
+                dialect_name=knowledge.engine.pretty_name,
                 tables=tables,
                 demonstrations=demos[:num_demos],
             ).rstrip("\n")  # the model continues the last "-- Question:" line
@@ -184,7 +209,8 @@ class TextToSQLTask(Task):
             tables = self._tables(database, lambda t, k: database.matching_rows(t, question, k), num_rows)
             return self.render(
                 self.answer_template,
-                instruction=self.instruction,
+                instruction=self.dialect_instruction(knowledge),
+                dialect_name=knowledge.engine.pretty_name,
                 tables=tables,
                 demonstrations=demos[:num_demos],
                 question=question,
@@ -211,11 +237,57 @@ class TextToSQLTask(Task):
         def render(num_errors: int, num_rows: int) -> str:
             picker = random.Random(0)
             tables = self._tables(database, lambda t, k: database.random_rows(t, k, picker), num_rows)
-            return self.render(self.extrapolation_template, instruction=self.instruction, tables=tables,
+            return self.render(self.extrapolation_template, instruction=self.dialect_instruction(knowledge),
+                               dialect_name=knowledge.engine.pretty_name, tables=tables,
                                errors=errors[:num_errors]).rstrip("\n")
 
         what = f"the error-extrapolation prompt for database {database.db_id!r}"
         return self.fit_prompt(render, len(errors), count_tokens, max_tokens, what, EXAMPLE_ROWS)
+
+    def dialect_instruction(self, knowledge) -> str:
+        """The instruction, naming the knowledge's engine where the task's names SQLite
+        ("SQLite database of ..." becomes "PostgreSQL database of ..." on PostgreSQL)."""
+        name = knowledge.engine.pretty_name
+        return self.instruction if name == "SQLite" else self.instruction.replace("SQLite", name)
+
+    def adapt_demonstrations(self, demonstrations: Sequence[dict], knowledge, verifier) -> list[dict]:
+        """The demonstrations in the knowledge's dialect: SQLite queries (the packaged ones) are
+        transpiled by sqlglot; those that do not transpile, or that fail on their database where
+        the URL reaches it, are dropped with a warning that counts them.
+
+        Raises:
+            InputError: no demonstration is left (give ``--demos`` written for the engine).
+        """
+        from ..verifiers.engines import transpile_query
+
+        engine = knowledge.engine
+        if engine.dialect == "sqlite":
+            return list(demonstrations)
+        adapted, untranspiled = [], 0
+        for demo in demonstrations:
+            try:
+                adapted.append(dict(demo, query=transpile_query(demo["query"], engine.dialect)))
+            except ValueError:
+                untranspiled += 1
+        runnable = [i for i, demo in enumerate(adapted) if knowledge.reaches(demo["db_id"])]
+        outcomes = verifier.execute_stream((verifier.context(adapted[i]), [adapted[i]["query"]]) for i in runnable)
+        failed = {i for i, batch in zip(runnable, outcomes) if not batch[0].ok}
+        kept = [demo for i, demo in enumerate(adapted) if i not in failed]
+        if untranspiled or failed or len(runnable) < len(adapted):
+            warnings.warn(
+                f"demonstrations for {engine.pretty_name}: {len(kept)} of {len(demonstrations)} kept; "
+                f"{untranspiled} do not transpile from SQLite, {len(failed)} fail on their database, "
+                f"{len(adapted) - len(runnable)} are on databases the URL does not reach (transpiled, not run)",
+                stacklevel=2)
+        if not kept:
+            raise InputError(f"no demonstration can be used on {engine.pretty_name}; give --demos FILE with queries "
+                             f"written for it (JSON lines with question, query, db_id)")
+        return kept
+
+    def run_row_fields(self, knowledge) -> dict[str, str]:
+        """Every kept row's ``dialect``: sqlglot's name of the dialect its query is written in
+        and was verified on (``sqlite``, ``postgres``, ``duckdb``)."""
+        return {"dialect": knowledge.engine.dialect}
 
     # --- post-processing -----------------------------------------------------------------------
 
@@ -228,7 +300,7 @@ class TextToSQLTask(Task):
         for stop in self.sampling.answer_stop:
             text = text.split(stop)[0] if stop.strip() else text
         text = text.split("\n\n")[0].strip()
-        text = re.sub(r"^\s*(?:sql|sqlite)\s*:\s*", "", text, flags=re.I)
+        text = re.sub(r"^\s*" + _DIALECT_WORDS + r"\s*:\s*", "", text, flags=re.I)
         statements = [s.strip() for s in sqlparse.split(text) if s.strip()]
         if not statements:
             return None
@@ -250,7 +322,8 @@ class TextToSQLTask(Task):
         per ``db_id``), exact match, valid SQL and, where :attr:`report_hardness`, the breakdown
         by hardness; see :func:`symgen_datasets.metrics.sql.sql_scores`."""
         check_aligned(references, predictions)
-        return sql_scores(references, predictions, knowledge.path, timeout_s=timeout_s, by_hardness=self.report_hardness)
+        return sql_scores(references, predictions, lambda db_id: knowledge.target(db_id, timeout_s), timeout_s=timeout_s,
+                          by_hardness=self.report_hardness)
 
     def card_summary(self) -> str:
         return ("Synthetic text-to-SQL data: questions with SQL queries (Spider's field names `question`, `query`, "

@@ -1,0 +1,304 @@
+"""Text-to-SQL on PostgreSQL and DuckDB: a real PostgreSQL server started here (reached as a
+superuser and as a read-only role) and real DuckDB files, both loaded from Spider databases.
+
+Every hostile statement goes through the real verifier (worker processes, the engines' layers);
+after each, every table's row count and checksum, the server's objects and roles, and the files
+an attack would write are checked unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.sql_servers import PostgresServer, load_duckdb, load_postgres, postgres_bindir, spider_database
+
+from symgen_datasets.tasks import get_task
+from symgen_datasets.verifiers.engines import QueryError, Target, engine_class, open_engine, transpile_query
+
+DATABASES = ("concert_singer", "pets_1")
+PWNED = Path("/tmp/symgen-pwned")
+
+
+def _postgres_available() -> bool:
+    if postgres_bindir() is None:
+        return False
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def pg():
+    if not _postgres_available():
+        pytest.skip("PostgreSQL's server binaries are not installed (apt-get install postgresql)")
+    with PostgresServer() as server:
+        for db_id in DATABASES:
+            load_postgres(server, spider_database(db_id), db_id)
+        server.execute("CREATE FUNCTION delete_singers() RETURNS int LANGUAGE sql AS 'DELETE FROM singer RETURNING 1'",
+                       "concert_singer")
+        server.execute("CREATE PROCEDURE wipe() LANGUAGE sql AS 'DELETE FROM singer'", "concert_singer")
+        try:
+            server.execute("CREATE EXTENSION IF NOT EXISTS dblink", "concert_singer")
+        except Exception:  # noqa: BLE001 - contrib missing: the dblink attack is then refused anyway
+            pass
+        server.reader_url = server.create_reader()
+        yield server
+
+
+@pytest.fixture(scope="module")
+def duck(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("duckdb")
+    for db_id in DATABASES:
+        load_duckdb(spider_database(db_id), folder / f"{db_id}.duckdb")
+    return folder
+
+
+def _pg_state(server: PostgresServer) -> dict:
+    state = {}
+    for db_id in DATABASES:
+        tables = [r[0] for r in server.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE nspname = 'public' AND relkind = 'r' ORDER BY relname", db_id)]
+        for table in tables:
+            state[f"{db_id}.{table}"] = server.execute(
+                f'SELECT count(*), md5(coalesce(string_agg(t::text, \'|\' ORDER BY t::text), \'\')) FROM "{table}" t', db_id)[0]
+        state[f"{db_id} objects"] = server.execute(
+            "SELECT count(*) FROM pg_class WHERE relnamespace NOT IN (SELECT oid FROM pg_namespace WHERE nspname "
+            "IN ('pg_catalog', 'information_schema', 'pg_toast'))", db_id)[0]
+        state[f"{db_id} functions"] = server.execute("SELECT count(*) FROM pg_proc", db_id)[0]
+        state[f"{db_id} extensions"] = server.execute("SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension", db_id)[0]
+        state[f"{db_id} large objects"] = server.execute("SELECT count(*) FROM pg_largeobject_metadata", db_id)[0]
+    state["roles"] = server.execute("SELECT string_agg(rolname || rolsuper::text, ',' ORDER BY rolname) FROM pg_roles")[0]
+    state["databases"] = server.execute("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")[0]
+    state["settings"] = server.execute("SELECT count(*) FROM pg_file_settings")[0]
+    auto = server.data / "postgresql.auto.conf"
+    state["auto.conf"] = auto.read_text() if auto.exists() else None
+    return state
+
+
+def _duck_state(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+POSTGRES_ATTACKS = [
+    "DROP TABLE singer",
+    "DELETE FROM singer",
+    "UPDATE singer SET age = 0",
+    "INSERT INTO singer (singer_id) VALUES (999)",
+    "CREATE TABLE pwned (x int)",
+    "TRUNCATE singer",
+    "WITH d AS (DELETE FROM singer RETURNING *) SELECT count(*) FROM d",
+    "SELECT delete_singers()",
+    "SELECT count(*) FROM singer WHERE delete_singers() > 0",
+    "ALTER SYSTEM SET work_mem = '1GB'",
+    "CREATE EXTENSION IF NOT EXISTS pgcrypto",
+    f"COPY (SELECT 1) TO PROGRAM 'touch {PWNED}-program'",
+    f"COPY singer TO '{PWNED}-file'",
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT * FROM pg_read_file('/etc/passwd') AS t(x)",
+    "SELECT lo_import('/etc/passwd')",
+    "SELECT * FROM dblink('dbname=concert_singer user=postgres', 'DELETE FROM singer') AS t(x text)",
+    "SELECT pg_sleep(600)",
+    "SELECT count(*) FROM generate_series(1, 1000000000000)",
+    "SET ROLE postgres",
+    "RESET ROLE",
+    "ALTER ROLE symgen_reader SUPERUSER",
+    "CREATE ROLE pwned SUPERUSER LOGIN",
+    "DO $$ BEGIN DELETE FROM singer; END $$",
+    "CALL wipe()",
+    "VACUUM singer",
+    "SELECT 1; DELETE FROM singer",
+    "SELECT count(*) FROM singer; DROP TABLE concert",
+    "SELECT set_config('default_transaction_read_only', 'off', false)",
+    "SELECT * INTO pwned FROM singer",
+    "SELECT rolname, rolpassword FROM pg_authid",
+    "SELECT * FROM pg_catalog.pg_file_settings",
+    "SELECT singer_id FROM singer FOR UPDATE",
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+]
+
+DUCKDB_ATTACKS = [
+    "DROP TABLE singer",
+    "DELETE FROM singer",
+    "UPDATE singer SET age = 0",
+    "INSERT INTO singer (singer_id) VALUES (999)",
+    "CREATE TABLE pwned (x int)",
+    "TRUNCATE singer",
+    "WITH d AS (DELETE FROM singer RETURNING *) SELECT count(*) FROM d",
+    f"COPY singer TO '{PWNED}-file.csv'",
+    f"COPY (SELECT 1) TO '{PWNED}-file.parquet' (FORMAT parquet)",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/passwd')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM glob('/etc/*')",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    f"ATTACH '{PWNED}.duckdb' AS pwned",
+    "DETACH db",
+    "SET enable_external_access = true",
+    "PRAGMA enable_external_access",
+    "CREATE MACRO pwned(x) AS x",
+    "SELECT count(*) FROM range(1000000000000)",
+    "SELECT 1; DROP TABLE concert",
+    "CHECKPOINT",
+    "EXPORT DATABASE '/tmp/symgen-pwned-export'",
+    "SELECT * FROM duckdb_settings()",
+    "CALL pragma_version()",
+]
+
+
+def _verify(knowledge_url: str, db_id: str, queries: list[str], timeout_s: float = 2.0):
+    task = get_task("spider")
+    knowledge = task.load_knowledge({"db_url": knowledge_url})
+    knowledge.prepare([{"db_id": db_id}])
+    try:
+        with task.make_verifier(knowledge, timeout_s) as verifier:
+            context = verifier.context({"db_id": db_id})
+            return next(iter(verifier.execute_stream([(context, queries)])))
+    finally:
+        knowledge.cleanup()
+
+
+def _files_written() -> list[str]:
+    return [str(p) for p in Path("/tmp").glob("symgen-pwned*")]
+
+
+@pytest.mark.parametrize("role", ["superuser", "reader"])
+def test_postgres_attacks_change_nothing(pg, role):
+    url = pg.url() if role == "superuser" else pg.reader_url
+    before = _pg_state(pg)
+    outcomes = _verify(url, "concert_singer", POSTGRES_ATTACKS)
+    after = _pg_state(pg)
+    assert after == before
+    assert not _files_written()
+    for attack, outcome in zip(POSTGRES_ATTACKS, outcomes):
+        assert not outcome.ok, attack
+        assert "root:" not in (outcome.error or ""), attack
+    # the server is still fine and the verifier still answers
+    assert _verify(url, "concert_singer", ["SELECT count(*) FROM singer"])[0].ok
+
+
+def test_postgres_layers_below_the_guard_hold_on_their_own(pg, monkeypatch):
+    """With the statement guard switched off, the read-only transaction, the cursor and the
+    dropped role still stop every attack that would change something (in-process session)."""
+    from symgen_datasets.verifiers.engines import guard
+
+    monkeypatch.setattr(guard, "check_query", lambda *args: None)
+    engine = open_engine(pg.url())
+    engine.begin_run(["concert_singer"])
+    before = _pg_state(pg)
+    try:
+        session = engine_class("postgresql").connect(engine.target("concert_singer", 2.0))
+        refused = []
+        for attack in POSTGRES_ATTACKS:
+            try:
+                rows = session.fetch(attack, 10)
+            except QueryError as error:
+                refused.append(attack)
+                assert "root:" not in str(error)
+            else:
+                assert "root:" not in json.dumps(rows, default=str), attack
+        assert _pg_state(pg) == before
+        assert not _files_written()
+        assert f"COPY (SELECT 1) TO PROGRAM 'touch {PWNED}-program'" in refused
+        assert "SELECT pg_read_file('/etc/passwd')" in refused  # pg_read_all_data may not read server files
+        assert "SELECT lo_import('/etc/passwd')" in refused
+        assert session.fetch("SELECT count(*) FROM singer", 10) == [(6,)]
+    finally:
+        engine.end_run()
+
+
+def test_duckdb_attacks_change_nothing(duck):
+    url = f"duckdb:///{duck}/{{db_id}}.duckdb"
+    before = _duck_state(duck)
+    outcomes = _verify(url, "concert_singer", DUCKDB_ATTACKS)
+    assert _duck_state(duck) == before
+    assert not _files_written()
+    for attack, outcome in zip(DUCKDB_ATTACKS, outcomes):
+        assert not outcome.ok, attack
+        assert "root:" not in (outcome.error or ""), attack
+    assert _verify(url, "concert_singer", ["SELECT count(*) FROM singer"])[0].ok
+
+
+def test_duckdb_layers_below_the_guard_hold_on_their_own(duck, monkeypatch):
+    from symgen_datasets.verifiers.engines import guard
+
+    monkeypatch.setattr(guard, "check_query", lambda *args: None)
+    before = _duck_state(duck)
+    engine = open_engine(f"duckdb:///{duck}/{{db_id}}.duckdb")
+    session = engine_class("duckdb").connect(engine.target("concert_singer", 2.0))
+    for attack in DUCKDB_ATTACKS:
+        try:
+            rows = session.fetch(attack, 2.0, 10)
+        except QueryError as error:
+            assert "root:" not in str(error)
+        else:
+            assert "root:" not in json.dumps(rows, default=str), attack
+    session.connection.close()
+    engine.end_run()
+    assert _duck_state(duck) == before
+    assert not _files_written()
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "duckdb"])
+def test_a_query_past_the_time_limit_is_cancelled_and_the_worker_goes_on(pg, duck, engine):
+    url = pg.url() if engine == "postgresql" else f"duckdb:///{duck}/{{db_id}}.duckdb"
+    slow = ("SELECT count(*) FROM singer a, singer b, singer c, singer d, singer e, singer f, singer g, singer h, "
+            "singer i, singer j, singer k WHERE length(a.name || b.name || c.name || d.name || e.name || f.name || g.name || "
+            "h.name || i.name || j.name || k.name) > 0")
+    outcomes = _verify(url, "concert_singer", [slow, "SELECT count(*) FROM singer"], timeout_s=1.0)
+    assert outcomes[0].status == "timeout"
+    assert outcomes[1].ok and outcomes[1].num_rows == 1
+
+
+def test_results_agree_across_engines_where_the_query_transpiles(pg, duck):
+    """The same Spider dev queries give the same result keys on SQLite, PostgreSQL and DuckDB
+    (values normalised: Decimal, float and int compare as the vote compares them)."""
+    rows = [r for r in json.loads(get_task("spider").references_path().read_text()) if r["db_id"] == "concert_singer"][:12]
+    queries = [r["query"] for r in rows]
+    sqlite_keys = [o.key for o in _verify_sqlite("concert_singer", queries)]
+    for url, dialect in ((pg.reader_url, "postgres"), (f"duckdb:///{duck}/{{db_id}}.duckdb", "duckdb")):
+        outcomes = _verify(url, "concert_singer", [transpile_query(q, dialect) for q in queries])
+        same = sum(o.ok and o.key == k for o, k in zip(outcomes, sqlite_keys))
+        assert same >= 0.75 * len(queries), (dialect, same)
+
+
+def _verify_sqlite(db_id: str, queries: list[str]):
+    task = get_task("spider")
+    knowledge = task.load_knowledge({})
+    knowledge.prepare([{"db_id": db_id}])
+    try:
+        with task.make_verifier(knowledge, 2.0) as verifier:
+            return next(iter(verifier.execute_stream([(verifier.context({"db_id": db_id}), queries)])))
+    finally:
+        knowledge.cleanup()
+
+
+def test_engine_knowledge_introspects_schema_and_rows(pg, duck):
+    for url in (pg.reader_url, f"duckdb:///{duck}/{{db_id}}.duckdb"):
+        engine = open_engine(url)
+        assert engine.list_databases() == sorted(DATABASES)
+        tables = {t.name: t for t in engine.tables("concert_singer")}
+        assert set(tables) == {"stadium", "singer", "concert", "singer_in_concert"}
+        assert tables["stadium"].primary_key == ("stadium_id",)
+        assert "PRIMARY KEY (stadium_id)" in tables["stadium"].create_statement()
+        assert engine.count_rows("concert_singer", "singer") == 6
+        assert len(engine.rows("concert_singer", "singer", 2, 3)) == 3
+        engine.end_run()
+    with pytest.raises(Exception, match="unknown database URL"):
+        open_engine("mysql://u@h/db")
+
+
+def test_the_target_never_shows_the_password(pg):
+    target = Target("postgresql", pg.url("concert_singer", password="s3cret"))
+    assert "s3cret" not in str(target)
