@@ -80,7 +80,11 @@ class SymgenBuilderConfig(datasets.BuilderConfig):
         digest.update(json.dumps(task.load_demonstrations(settings.demos), sort_keys=True).encode())
         if settings.questions:
             _file_sha256(Path(settings.questions), digest)
-        task.load_knowledge(task.options_with_defaults(settings.task_options)).fingerprint(digest)
+        knowledge = task.load_knowledge(task.options_with_defaults(settings.task_options))
+        try:
+            knowledge.fingerprint(digest)
+        finally:
+            knowledge.cleanup()  # connections a server's knowledge opened to read its schema
         for template_hash in task.template_hashes().values():
             digest.update(template_hash.encode())
         digest.update(__version__.encode())

@@ -302,3 +302,64 @@ def test_engine_knowledge_introspects_schema_and_rows(pg, duck):
 def test_the_target_never_shows_the_password(pg):
     target = Target("postgresql", pg.url("concert_singer", password="s3cret"))
     assert "s3cret" not in str(target)
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "duckdb"])
+def test_generate_on_an_engine_keeps_rows_in_its_dialect_and_the_card_names_it(pg, duck, tmp_path, engine, recwarn):
+    """``symgen generate --db-url`` end to end through a loopback TGI server right half the time:
+    the packaged (SQLite) demonstrations are transpiled, kept rows carry the dialect, the card
+    names the engine and its version, and the URL's password appears nowhere."""
+    import datasets
+
+    from symgen_datasets.cli import main
+    from tests.llm_servers import LLMServer, OracleResponder
+
+    dialect = {"postgresql": "postgres", "duckdb": "duckdb"}[engine]
+    url = pg.url(password="s3cret-pw") if engine == "postgresql" else f"duckdb:///{duck}/{{db_id}}.duckdb"
+    dev = [r for r in json.loads(get_task("spider").references_path().read_text()) if r["db_id"] in DATABASES]
+    rows = []
+    for row in dev:
+        try:
+            rows.append(dict(row, query=transpile_query(row["query"], dialect)))
+        except ValueError:
+            continue
+    keys = _verify(url, "concert_singer", [r["query"] for r in rows if r["db_id"] == "concert_singer"])
+    good = [r for r, k in zip([r for r in rows if r["db_id"] == "concert_singer"], keys) if k.ok][:12]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({k: r[k] for k in ("question", "db_id")}) + "\n" for r in good))
+    output = tmp_path / "out"
+    with LLMServer(OracleResponder({r["question"].strip(): r["query"] for r in good}, accuracy=0.5)) as server:
+        code = main(["generate", "spider", "--questions", str(questions), "--db-url", url, "--generator",
+                     f"tgi:{server.url}", "--num-samples", "8", "--min-votes", "3", "--output", str(output)])
+    assert code == 0
+    kept = datasets.load_dataset(str(output), split="train")
+    assert len(kept) >= 1 and set(kept["dialect"]) == {dialect}
+    card = (output / "README.md").read_text()
+    name = {"postgresql": "PostgreSQL 15", "duckdb": "DuckDB "}[engine]
+    assert f"| verifier engine | {name}" in card
+    assert f"| verifier dialect | {dialect} |" in card
+    assert "statement guard" in card
+    every_file = "".join(p.read_text(errors="replace") for p in output.rglob("*") if p.is_file() and p.suffix in (".md", ".json"))
+    assert "s3cret-pw" not in every_file
+    assert any("demonstrations for" in str(w.message) and "transpiled, not run" in str(w.message) for w in recwarn)
+
+
+def test_db_url_errors_say_what_to_do(pg, tmp_path):
+    task = get_task("spider")
+    with pytest.raises(Exception, match="--db-dir and --db-url both given"):
+        task.load_knowledge({"db_dir": str(tmp_path), "db_url": pg.url()})
+    with pytest.raises(Exception, match=r"cannot connect to database 'nosuch'") as error:
+        task.load_knowledge({"db_url": pg.url(password="pw123")}).check("nosuch", "questions.jsonl line 3")
+    assert "pw123" not in str(error.value) and "questions.jsonl line 3" in str(error.value)
+    knowledge = task.load_knowledge({"db_url": pg.url(), "db_ids": "pets_1"})
+    assert task.question_contexts(knowledge) == [{"db_id": "pets_1"}]
+    assert task.load_knowledge({"db_url": pg.url("concert_singer")}).db_ids == ["concert_singer"]
+
+
+def test_a_sqlite_url_is_the_db_dir_it_names():
+    task = get_task("spider")
+    packaged = task.packaged / "database"
+    knowledge = task.load_knowledge({"db_url": f"sqlite:///{packaged}/{{db_id}}/{{db_id}}.sqlite"})
+    assert knowledge.db_ids == task.databases().db_ids and knowledge.engine.family == "sqlite"
+    with pytest.raises(Exception, match="Spider's layout"):
+        task.load_knowledge({"db_url": f"sqlite:///{packaged}/x.sqlite"})
