@@ -213,6 +213,7 @@ def test_postgres_layers_below_the_guard_hold_on_their_own(pg, monkeypatch):
         assert f"COPY (SELECT 1) TO PROGRAM 'touch {PWNED}-program'" in refused
         assert "SELECT pg_read_file('/etc/passwd')" in refused  # pg_read_all_data may not read server files
         assert "SELECT lo_import('/etc/passwd')" in refused
+        assert "SELECT 1; DELETE FROM singer" in refused  # the extended protocol takes one statement
         assert session.fetch("SELECT count(*) FROM singer", 10) == [(6,)]
     finally:
         engine.end_run()
@@ -363,3 +364,28 @@ def test_a_sqlite_url_is_the_db_dir_it_names():
     assert knowledge.db_ids == task.databases().db_ids and knowledge.engine.family == "sqlite"
     with pytest.raises(Exception, match="Spider's layout"):
         task.load_knowledge({"db_url": f"sqlite:///{packaged}/x.sqlite"})
+
+
+def test_check_and_evaluate_on_duckdb_from_the_command_line(duck, tmp_path):
+    """``symgen check --db-url`` accepts transpiled gold; ``symgen evaluate --db-url`` scores the
+    same predictions as on SQLite."""
+    from symgen_datasets.cli import main
+
+    url = f"duckdb:///{duck}/{{db_id}}.duckdb"
+    dev = [r for r in json.loads(get_task("spider").references_path().read_text()) if r["db_id"] == "pets_1"][:10]
+    gold = [dict(r, query=transpile_query(r["query"], "duckdb")) for r in dev]
+    good = [r for r, o in zip(gold, _verify(url, "pets_1", [r["query"] for r in gold])) if o.ok]
+    assert len(good) >= 7
+    references = tmp_path / "references.jsonl"
+    references.write_text("".join(json.dumps({k: r[k] for k in ("question", "query", "db_id")}) + "\n" for r in good))
+    report = tmp_path / "check.jsonl"
+    assert main(["check", "spider", "--input", str(references), "--output", str(report), "--db-url", url]) == 0
+    assert all(json.loads(line)["valid"] for line in report.read_text().splitlines())
+    predictions = tmp_path / "predictions.jsonl"
+    wrong = "SELECT count(*) FROM pets WHERE weight > 1000"
+    predictions.write_text("".join(json.dumps({"query": wrong if i == 0 else r["query"]}) + "\n" for i, r in enumerate(good)))
+    assert main(["evaluate", "--task", "spider", "--references", str(references), "--predictions", str(predictions),
+                 "--db-url", url, "--output-dir", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    value = metrics.get("metrics", metrics)["execution_accuracy"]
+    assert value == pytest.approx((len(good) - 1) / len(good))

@@ -241,7 +241,10 @@ EMPTY_RESULT_KEY = hashlib.sha256(b"bag").hexdigest()
 
 # --- worker side -------------------------------------------------------------------------------
 
-_CONNECTIONS: dict[str, sqlite3.Connection] = {}
+_CONNECTIONS: dict[Any, Any] = {}
+#: Connections a worker keeps open to engines other than SQLite (one per database), oldest closed
+#: first: a run over many server databases stays within the server's connection limit.
+MAX_ENGINE_CONNECTIONS = 8
 
 #: SQLite's heap in a worker (bytes): past it, a query fails with "out of memory", the worker lives.
 WORKER_SQLITE_HEAP_BYTES = 512 * 1024**2
@@ -262,6 +265,9 @@ def _worker_connection(context: Any) -> Any:
         else:
             from .engines import engine_class
 
+            servers = [c for c in _CONNECTIONS if not isinstance(c, (str, Path))]
+            if len(servers) >= MAX_ENGINE_CONNECTIONS:  # a server has a connection limit: close the oldest
+                _CONNECTIONS.pop(servers[0]).close()
             connection = engine_class(context.family).connect(context)
         _CONNECTIONS[context] = connection
     return connection

@@ -180,7 +180,9 @@ def _judge_on_engine(target: Any, pairs: list[str], timeout_s: float, keep_disti
 
     engine = engine_class(target.family)
     try:
-        connection = _CONNECTIONS.get(target) or _CONNECTIONS.setdefault(target, engine.connect(target))
+        from ..verifiers.sqlite import _worker_connection
+
+        connection = _worker_connection(target)
     except QueryError as error:
         return [ExecutionResult("crash", error=f"the gold query fails: {error}") for _ in pairs]
     results = []

@@ -14,8 +14,8 @@ pipeline) is dialect-neutral: it asks an :class:`Engine` for
   ``None``) so that :func:`~symgen_datasets.verifiers.sqlite.result_keys` and the execution
   accuracy compare results the same way on every engine.
 
-A new engine (MySQL, ClickHouse...) is one module with an :class:`Engine` subclass, added to
-:data:`ENGINES`. Engines are chosen by the URL's scheme (:func:`open_engine`):
+A new engine (MySQL, ClickHouse...) is one module with an :class:`Engine` subclass, registered
+under the entry-point group :data:`ENTRY_POINT_GROUP` (or listed in :func:`_engines` here). Engines are chosen by the URL's scheme (:func:`open_engine`):
 ``sqlite:///DIR/{db_id}/{db_id}.sqlite``, ``postgresql://USER@HOST:PORT/{db_id}``,
 ``duckdb:///DIR/{db_id}.duckdb``; ``{db_id}`` stands for a row's database.
 """
@@ -28,6 +28,7 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar, Iterable, Sequence
 
 from ...errors import InputError
@@ -154,7 +155,7 @@ class Engine(ABC):
     processes use its class methods :meth:`connect` and :meth:`fetch` on a :class:`Target`.
 
     Class attributes:
-        family: the name in :data:`ENGINES` and in cards (``postgresql``).
+        family: the name engines are registered and recorded in cards by (``postgresql``).
         pretty_name: the name prompts and cards show (``PostgreSQL``).
         dialect: sqlglot's dialect name (``postgres``).
         schemes: URL schemes this engine answers to.
@@ -217,7 +218,8 @@ class Engine(ABC):
     @classmethod
     @abstractmethod
     def connect(cls, target: Target) -> Any:
-        """A connection on which no statement can change anything (see :attr:`safety`).
+        """A connection on which no statement can change anything (see :attr:`safety`); it has a
+        ``close()`` method (a worker closes its oldest connections past a limit).
 
         Raises:
             QueryError: the database cannot be opened.
@@ -296,12 +298,24 @@ def transpile_query(query: str, dialect: str, names: Iterable[str] | None = None
     return out[0]
 
 
+#: The Python entry-point group of engines from other packages (``name = module:EngineClass``).
+ENTRY_POINT_GROUP = "symgen_datasets.sql_engines"
+
+
+@lru_cache(maxsize=1)
 def _engines() -> dict[str, type[Engine]]:
+    """The built-in engines, then those other packages register under :data:`ENTRY_POINT_GROUP`."""
+    from importlib.metadata import entry_points
+
     from .duckdb import DuckDBEngine
     from .postgresql import PostgreSQLEngine
     from .sqlite import SQLiteEngine
 
-    return {engine.family: engine for engine in (SQLiteEngine, PostgreSQLEngine, DuckDBEngine)}
+    engines = {engine.family: engine for engine in (SQLiteEngine, PostgreSQLEngine, DuckDBEngine)}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        engine = entry.load()
+        engines.setdefault(engine.family, engine)
+    return engines
 
 
 def engine_class(family: str) -> type[Engine]:

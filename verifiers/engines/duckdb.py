@@ -9,7 +9,7 @@ Layers, any of which stops a write on its own except where noted:
    no file is read or written besides the attached database (``read_csv('/etc/...')``,
    ``COPY ... TO``, ``FROM '/etc/passwd'``), no extension is installed or loaded, and no setting
    can be changed back; extension auto-install and auto-load are off from the start;
-4. a timer interrupts a query at the time limit; each worker runs DuckDB on one thread with a
+4. a watchdog thread interrupts a query at the time limit; each worker runs DuckDB on one thread with a
    memory limit.
 
 The in-memory instance (not ``duckdb.connect(path)``) also keeps DuckDB's process-wide instance
@@ -20,6 +20,7 @@ DuckDB refuses a writer while it is attached.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -167,30 +168,75 @@ class DuckDBEngine(Engine):
         return connection.fetch(query, timeout_s, max_rows)
 
 
+class _Watchdog:
+    """One thread per connection that interrupts the running query at its deadline (cheaper than
+    a timer thread per query)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.deadline: float | None = None
+        self.condition = threading.Condition()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        with self.condition:
+            while self.connection is not None:
+                if self.deadline is None:
+                    self.condition.wait()
+                    continue
+                left = self.deadline - time.monotonic()
+                if left > 0:
+                    self.condition.wait(left)
+                    continue
+                self.connection.interrupt()
+                self.deadline = None
+
+    def arm(self, seconds: float) -> None:
+        with self.condition:
+            self.deadline = time.monotonic() + seconds
+            self.condition.notify()
+
+    def disarm(self) -> bool:
+        """Stop watching; ``True`` when the deadline had passed (the query was interrupted)."""
+        with self.condition:
+            fired = self.deadline is None
+            self.deadline = None
+            return fired
+
+
 class _Session:
     def __init__(self, connection, target: Target):
         self.connection = connection
         self.target = target
+        self.watchdog = _Watchdog(connection)
+
+    def close(self) -> None:
+        """Detach the file, close the in-memory instance and end the watchdog."""
+        with self.watchdog.condition:
+            self.watchdog.connection = None
+            self.watchdog.condition.notify()
+        self.connection.close()
 
     def fetch(self, query: str, timeout_s: float, max_rows: int) -> list[tuple]:
         import duckdb
 
-        from .guard import check_query
+        from . import guard
 
-        check_query(query, DuckDBEngine.dialect, self.target.tables)
-        timer = threading.Timer(timeout_s, self.connection.interrupt)
-        timer.start()
+        guard.check_query(query, DuckDBEngine.dialect, self.target.tables)
+        self.watchdog.arm(timeout_s)
         try:
             cursor = self.connection.execute(query.strip().rstrip(";"))
             rows = cursor.fetchmany(max_rows + 1)
         except duckdb.InterruptException:
+            self.watchdog.disarm()
             raise QueryTimeout(f"over the {timeout_s:g} s time limit") from None
         except duckdb.Error as error:
-            if not timer.is_alive() and "interrupt" in str(error).lower():
+            if self.watchdog.disarm():
                 raise QueryTimeout(f"over the {timeout_s:g} s time limit") from None
             raise QueryError(str(error).splitlines()[0]) from None
         except (ValueError, OverflowError, MemoryError) as error:
+            self.watchdog.disarm()
             raise QueryError(f"{type(error).__name__}: {error}") from None
-        finally:
-            timer.cancel()
+        if self.watchdog.disarm():
+            raise QueryTimeout(f"over the {timeout_s:g} s time limit")
         return normalise_rows(rows)

@@ -19,9 +19,13 @@ stops a write on its own.
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
 from typing import Iterable
 
 from . import QueryError
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to parsing as a Command": refused anyway
 
 #: Functions a query may call (upper case): SQL's aggregates and the arithmetic, text, date and
 #: conditional functions text-to-SQL data uses, in the spellings sqlglot gives them.
@@ -49,7 +53,8 @@ def _function_name(node) -> str:
 
 
 def check_query(query: str, dialect: str, tables: Iterable[str]) -> None:
-    """Admit ``query`` or refuse it (see the module docstring for the rule).
+    """Admit ``query`` or refuse it (see the module docstring for the rule). Verdicts are
+    cached per process (LLMs repeat queries across questions; the text decides the verdict).
 
     Args:
         query: one candidate.
@@ -59,35 +64,55 @@ def check_query(query: str, dialect: str, tables: Iterable[str]) -> None:
     Raises:
         QueryError: the query is refused; the message names the reason.
     """
+    refusal = _verdict(query, dialect, frozenset(name.lower() for name in tables))
+    if refusal is not None:
+        raise QueryError(refusal)
+
+
+@lru_cache(maxsize=4096)
+def _verdict(query: str, dialect: str, tables: frozenset[str]) -> str | None:
+    """The reason ``query`` is refused, or ``None`` when it is admitted."""
     import sqlglot
     from sqlglot import exp
 
     try:
         statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
     except sqlglot.errors.SqlglotError as error:
-        raise QueryError(f"refused: not a query sqlglot can parse as {dialect} ({str(error).splitlines()[0]})") from None
+        return f"refused: not a query sqlglot can parse as {dialect} ({str(error).splitlines()[0]})"
     if len(statements) != 1:
-        raise QueryError(f"refused: {len(statements)} statements; exactly one SELECT query is allowed")
+        return f"refused: {len(statements)} statements; exactly one SELECT query is allowed"
     tree = statements[0]
     if not isinstance(tree, exp.Query):
-        raise QueryError(f"refused: a {tree.key.upper()} statement; only a SELECT query is allowed")
+        return f"refused: a {tree.key.upper()} statement; only a SELECT query is allowed"
+    cte_names = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    for node in tree.walk():
+        if isinstance(node, _FORBIDDEN):
+            return f"refused: {node.key.upper()} inside the query; only reads are allowed"
+        if isinstance(node, exp.Table):
+            if not isinstance(node.this, exp.Identifier):
+                return ("refused: reads from something that is not a table of the database "
+                        f"({node.sql(dialect=dialect)[:60]})")
+            if node.args.get("catalog") is not None or (
+                    node.args.get("db") is not None and node.db.lower() not in ("public", "main")):
+                return f"refused: table {node.sql(dialect=dialect)} is outside the database's own tables"
+            name = node.name.lower()
+            if name not in tables and name not in cte_names:
+                return f"refused: no table {node.name!r} in the database"
+        elif isinstance(node, exp.Func) and not isinstance(node, _OPERATORS):
+            name = _function_name(node)
+            if name not in ALLOWED_FUNCTIONS:
+                return f"refused: function {name.lower()}() is not on the allow-list"
+    return None
+
+
+def _classes():
+    from sqlglot import exp
+
     forbidden = (exp.DML, exp.DDL, exp.Command, exp.Into, exp.Set, exp.Copy, exp.Use, exp.Pragma,
                  exp.Transaction, exp.Commit, exp.Rollback, exp.LoadData, exp.Lock)
-    for node in tree.walk():
-        if isinstance(node, forbidden):
-            raise QueryError(f"refused: {node.key.upper()} inside the query; only reads are allowed")
-    allowed_tables = {name.lower() for name in tables}
-    cte_names = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-    for table in tree.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            raise QueryError("refused: reads from something that is not a table of the database "
-                             f"({table.sql(dialect=dialect)[:60]})")
-        if table.args.get("catalog") is not None or (table.args.get("db") is not None and table.db.lower() not in ("public", "main")):
-            raise QueryError(f"refused: table {table.sql(dialect=dialect)} is outside the database's own tables")
-        name = table.name.lower()
-        if name not in allowed_tables and name not in cte_names:
-            raise QueryError(f"refused: no table {table.name!r} in the database")
-    for function in tree.find_all(exp.Func):
-        name = _function_name(function)
-        if name not in ALLOWED_FUNCTIONS:
-            raise QueryError(f"refused: function {name.lower()}() is not on the allow-list")
+    # sqlglot models some operators (AND, OR...) as functions: they are no calls
+    operators = (exp.Binary, exp.Unary, exp.Connector, exp.Paren)
+    return forbidden, operators
+
+
+_FORBIDDEN, _OPERATORS = _classes()

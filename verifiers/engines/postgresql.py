@@ -6,8 +6,9 @@ Layers, any of which stops a write on its own except where noted:
 1. the statement guard (:mod:`.guard`): one ``SELECT`` query reading only the database's own
    tables and calling only allow-listed functions (this is what stops ``COPY ... TO PROGRAM``
    and ``pg_read_file`` for a superuser, which a read-only transaction does not);
-2. the query runs as ``DECLARE CURSOR`` (only a ``SELECT`` or ``VALUES`` without data-modifying
-   ``WITH`` is accepted there, one statement, through the extended protocol);
+2. the query runs as ``DECLARE CURSOR`` through the extended protocol (one statement: several
+   are a protocol error; only a ``SELECT`` or ``VALUES`` without data-modifying ``WITH`` is
+   accepted there);
 3. a ``REPEATABLE READ READ ONLY`` transaction (``default_transaction_read_only`` too): no write,
    DDL, role change, ``ALTER SYSTEM`` or ``VACUUM`` (they cannot run in a transaction block);
 4. ``statement_timeout`` = the per-query time limit, set when the session starts;
@@ -218,17 +219,22 @@ class PostgreSQLEngine(Engine):
 
 
 class _Session:
-    """A worker's connection: one read-only transaction on the run's snapshot, one savepoint and
-    one server-side cursor per query."""
+    """A worker's connection: a read-only transaction on the run's snapshot; per query, in one
+    pipelined round trip (psycopg's pipeline mode: the extended protocol, so the query text is
+    one statement or an error): ``DECLARE ... CURSOR FOR <query>``, ``FETCH max_rows + 1``,
+    ``CLOSE``. A failed query ends the transaction; the next one imports the same snapshot."""
 
     def __init__(self, target: Target):
+        import logging
+
         import psycopg
 
+        logging.getLogger("psycopg").setLevel(logging.ERROR)  # "pipeline aborted" after a failing candidate
         self.target = target
         timeout_ms = max(1, int(target.timeout_s * 1000))
         try:
             self.connection = psycopg.connect(
-                target.location, autocommit=True, connect_timeout=10,
+                target.location, autocommit=True, connect_timeout=10, prepare_threshold=None,
                 options=f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on "
                         f"-c lock_timeout={timeout_ms} -c idle_in_transaction_session_timeout=0 -c jit=off")
         except psycopg.Error as error:
@@ -251,31 +257,32 @@ class _Session:
     def fetch(self, query: str, max_rows: int) -> list[tuple]:
         import psycopg
 
-        from .guard import check_query
+        from . import guard
 
-        check_query(query, PostgreSQLEngine.dialect, self.target.tables)
+        guard.check_query(query, PostgreSQLEngine.dialect, self.target.tables)
         query = query.strip().rstrip(";").strip()
         connection = self.connection
-        connection.execute("SAVEPOINT symgen_query")
         try:
-            with connection.cursor(name="symgen_candidate") as cursor:
-                cursor.execute(query)
-                rows = cursor.fetchmany(max_rows + 1)
-            connection.execute("RELEASE SAVEPOINT symgen_query")
-            return normalise_rows(rows)
+            with connection.pipeline():
+                connection.execute("DECLARE symgen_candidate NO SCROLL CURSOR FOR " + query)  # type: ignore[operator]
+                cursor = connection.execute(f"FETCH FORWARD {int(max_rows) + 1} FROM symgen_candidate")
+                connection.execute("CLOSE symgen_candidate")
+            rows = cursor.fetchall()
         except psycopg.errors.QueryCanceled:
             self._recover()
             raise QueryTimeout(f"over the {self.target.timeout_s:g} s time limit") from None
         except psycopg.Error as error:
             self._recover()
-            message = (getattr(error.diag, "message_primary", None) or str(error)).strip()
+            message = (getattr(getattr(error, "diag", None), "message_primary", None) or str(error)).strip()
             raise QueryError(message.splitlines()[0] if message else type(error).__name__) from None
+        return normalise_rows(rows)
+
+    def close(self) -> None:
+        """End the transaction and the connection."""
+        self.connection.close()
 
     def _recover(self) -> None:
-        import psycopg
-
-        try:
-            self.connection.execute("ROLLBACK TO SAVEPOINT symgen_query")
-        except psycopg.Error:  # the transaction itself is gone: start it again on the same snapshot
-            self.connection.rollback()
-            self._begin()
+        """After a failed query: a new transaction on the same snapshot (cheaper than a
+        savepoint around every query, most of which succeed)."""
+        self.connection.rollback()
+        self._begin()
