@@ -33,6 +33,8 @@ from . import Column, Engine, QueryError, QueryTimeout, TableInfo, Target, norma
 MAIN_STATEMENT_TIMEOUT_MS = 60_000
 #: The predefined role a superuser's sessions switch to (PostgreSQL 14 and later).
 READ_ROLE = "pg_read_all_data"
+#: A worker's open cursors are closed together every this many queries (each holds a portal).
+CURSORS_PER_CLOSE = 32
 #: Databases never listed as db_ids.
 SYSTEM_DATABASES = ("postgres",)
 
@@ -220,9 +222,10 @@ class PostgreSQLEngine(Engine):
 
 class _Session:
     """A worker's connection: a read-only transaction on the run's snapshot; per query, in one
-    pipelined round trip (psycopg's pipeline mode: the extended protocol, so the query text is
-    one statement or an error): ``DECLARE ... CURSOR FOR <query>``, ``FETCH max_rows + 1``,
-    ``CLOSE``. A failed query ends the transaction; the next one imports the same snapshot."""
+    round trip of the session's pipeline (psycopg's pipeline mode: the extended protocol, so the query text is
+    one statement or an error): ``DECLARE ... CURSOR FOR <query>`` and ``FETCH max_rows + 1``;
+    cursors are closed in batches (:data:`CURSORS_PER_CLOSE`). A failed query ends the
+    transaction (and its cursors); the next one imports the same snapshot."""
 
     def __init__(self, target: Target):
         import logging
@@ -245,6 +248,10 @@ class _Session:
         self.connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self.connection.read_only = True
         self._begin()
+        self._count = 0
+        # one pipeline for the session's life: a query is queued and sent with one sync
+        self._pipeline_context = self.connection.pipeline()
+        self._pipeline = self._pipeline_context.__enter__()
 
     def _begin(self) -> None:
         from psycopg import sql
@@ -263,10 +270,13 @@ class _Session:
         query = query.strip().rstrip(";").strip()
         connection = self.connection
         try:
-            with connection.pipeline():
-                connection.execute("DECLARE symgen_candidate NO SCROLL CURSOR FOR " + query)  # type: ignore[operator]
-                cursor = connection.execute(f"FETCH FORWARD {int(max_rows) + 1} FROM symgen_candidate")
-                connection.execute("CLOSE symgen_candidate")
+            self._count += 1
+            name = f"symgen_candidate_{self._count}"
+            if self._count % CURSORS_PER_CLOSE == 0:  # cursors are closed in batches: one statement less per query
+                connection.execute("CLOSE ALL")
+            connection.execute(f"DECLARE {name} NO SCROLL CURSOR FOR " + query)  # type: ignore[operator]
+            cursor = connection.execute(f"FETCH FORWARD {int(max_rows) + 1} FROM {name}")
+            self._pipeline.sync()
             rows = cursor.fetchall()
         except psycopg.errors.QueryCanceled:
             self._recover()
@@ -278,11 +288,22 @@ class _Session:
         return normalise_rows(rows)
 
     def close(self) -> None:
-        """End the transaction and the connection."""
+        """End the pipeline, the transaction and the connection."""
+        import psycopg
+
+        try:
+            self._pipeline_context.__exit__(None, None, None)
+        except psycopg.Error:
+            pass
         self.connection.close()
 
     def _recover(self) -> None:
         """After a failed query: a new transaction on the same snapshot (cheaper than a
         savepoint around every query, most of which succeed)."""
-        self.connection.rollback()
-        self._begin()
+        import psycopg
+
+        try:
+            self.connection.rollback()
+            self._begin()  # sent with the next query (a snapshot gone for good fails that query)
+        except psycopg.Error:
+            pass
