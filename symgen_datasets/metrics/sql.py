@@ -230,7 +230,7 @@ def _context(target: Any) -> Any:
 
 def sql_scores(references: Sequence[dict], predictions: Sequence[str | None], db_path: Callable[[str], Any],
                timeout_s: float = OFFICIAL_TIMEOUT_S, by_hardness: bool = False, keep_distinct: bool = False,
-               max_workers: int | None = None) -> Evaluation:
+               max_workers: int | None = None, dialect: str = "sqlite") -> Evaluation:
     """The text-to-SQL metrics of ``predictions`` against reference rows.
 
     Args:
@@ -241,6 +241,7 @@ def sql_scores(references: Sequence[dict], predictions: Sequence[str | None], db
         timeout_s: per-query limit (seconds).
         by_hardness: add Spider's hardness of each gold query and the breakdown by level.
         keep_distinct: see :func:`execution_matches`.
+        dialect: sqlglot's dialect of the queries (exact match's normal form, hardness).
 
     Returns:
         ``execution_accuracy`` (primary), ``exact_match`` (:func:`normal_form` equal),
@@ -266,7 +267,7 @@ def sql_scores(references: Sequence[dict], predictions: Sequence[str | None], db
         row = per_row[i]
         row["valid"] = outcome.ok
         row["correct"] = outcome.ok and outcome.key == "1"
-        row["exact"] = normal_form(prediction) == normal_form(gold)
+        row["exact"] = normal_form(prediction, dialect) == normal_form(gold, dialect)
         if not outcome.ok:
             row["error"] = outcome.error
     for row, prediction in zip(per_row, predictions):
@@ -281,14 +282,14 @@ def sql_scores(references: Sequence[dict], predictions: Sequence[str | None], db
     breakdown: dict[str, dict[str, float]] = {}
     if by_hardness:
         for row, reference in zip(per_row, references):
-            row["hardness"] = hardness(reference["query"])
+            row["hardness"] = hardness(reference["query"], dialect)
         for level in HARDNESS_LEVELS:
             rows = [r for r in per_row if r["hardness"] == level]
             breakdown[level] = {"count": len(rows), **metrics(rows)}
     return Evaluation(metrics(per_row), "execution_accuracy", per_row, breakdown)
 
 
-def normal_form(query: str) -> str:
+def normal_form(query: str, dialect: str = "sqlite") -> str:
     """A query's form for exact match: sqlglot's rendering (keywords upper case, identifiers and
     spacing normalised, string literals kept), trailing ``;`` dropped; white space folded and
     lower case when sqlglot cannot parse it."""
@@ -296,7 +297,7 @@ def normal_form(query: str) -> str:
 
     text = postprocess(query).strip().rstrip(";").strip()
     try:
-        return sqlglot.transpile(text, read="sqlite", write="sqlite", normalize=True)[0]
+        return sqlglot.transpile(text, read=dialect, write=dialect, normalize=True)[0]
     except Exception:  # noqa: BLE001 - sqlglot raises several kinds on bad SQL
         return " ".join(text.lower().split())
 
@@ -318,7 +319,7 @@ def _conditions(node: Any) -> list:
     return [node]
 
 
-def hardness(query: str) -> str:
+def hardness(query: str, dialect: str = "sqlite") -> str:
     """Spider's hardness level of a (gold) query: ``easy``, ``medium``, ``hard`` or ``extra``.
 
     Counts, as ``evaluation.py`` does on Spider's own parse: component 1 = WHERE, GROUP BY,
@@ -336,7 +337,7 @@ def hardness(query: str) -> str:
 
     aggregates = (exp.Count, exp.Max, exp.Min, exp.Sum, exp.Avg)
     try:
-        tree = sqlglot.parse_one(query, read="sqlite")
+        tree = sqlglot.parse_one(query, read=dialect)
     except sqlglot.errors.ParseError as error:
         raise ValueError(f"cannot parse {query[:80]!r}: {error}") from None
     component2 = 0

@@ -323,7 +323,7 @@ class TextToSQLTask(Task):
         by hardness; see :func:`symgen_datasets.metrics.sql.sql_scores`."""
         check_aligned(references, predictions)
         return sql_scores(references, predictions, lambda db_id: knowledge.target(db_id, timeout_s), timeout_s=timeout_s,
-                          by_hardness=self.report_hardness)
+                          by_hardness=self.report_hardness, dialect=knowledge.engine.dialect)
 
     def card_summary(self) -> str:
         return ("Synthetic text-to-SQL data: questions with SQL queries (Spider's field names `question`, `query`, "
