@@ -416,3 +416,22 @@ def test_check_and_evaluate_on_duckdb_from_the_command_line(duck, tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     value = metrics.get("metrics", metrics)["execution_accuracy"]
     assert value == pytest.approx((len(good) - 1) / len(good))
+
+
+def test_a_failing_candidate_never_fails_the_next_ones(pg, verify_on):
+    """Errors at planning time (a bare column under an aggregate), at run time (division by zero)
+    and refused ones, interleaved with good queries past a batch of cursors: each good query
+    gets its result, as it does alone."""
+    bad = ["SELECT MAX(capacity), average FROM stadium", "SELECT 1 / (count(*) - count(*)) FROM singer",
+           "SELEC count(*) FROM singer"]
+    good = ["SELECT count(*) FROM singer", "SELECT name FROM stadium ORDER BY capacity DESC LIMIT 1",
+            "SELECT avg(age) FROM singer"]
+    queries = [q for i in range(30) for q in (bad[i % 3], f"{good[i % 3]} -- {i}")]
+    outcomes = verify_on(pg.reader_url, "concert_singer", queries)
+    alone = {q: verify_on(pg.reader_url, "concert_singer", [q])[0] for q in good}
+    for query, outcome in zip(queries, outcomes):
+        if query in bad:
+            assert not outcome.ok, query
+        else:
+            expected = alone[query.split(" -- ")[0]]
+            assert outcome.ok and outcome.key == expected.key, (query, outcome.error)

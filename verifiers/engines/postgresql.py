@@ -298,12 +298,21 @@ class _Session:
         self.connection.close()
 
     def _recover(self) -> None:
-        """After a failed query: a new transaction on the same snapshot (cheaper than a
-        savepoint around every query, most of which succeed)."""
+        """After a failed query: leave the aborted pipeline, roll the transaction back and start
+        a new one on the same snapshot, in a new pipeline (a connection that broke is opened
+        again). Cheaper than a savepoint around every query, most of which succeed."""
         import psycopg
 
         try:
-            self.connection.rollback()
-            self._begin()  # sent with the next query (a snapshot gone for good fails that query)
+            self._pipeline_context.__exit__(None, None, None)
         except psycopg.Error:
-            pass
+            pass  # the aborted commands' results: the error was already reported
+        try:
+            self.connection.rollback()
+            self._begin()
+        except psycopg.Error:
+            self.connection.close()
+            self.__init__(self.target)  # a new session (raises QueryError when the server is gone)
+            return
+        self._pipeline_context = self.connection.pipeline()
+        self._pipeline = self._pipeline_context.__enter__()
