@@ -370,10 +370,15 @@ def test_generate_on_an_engine_keeps_rows_in_its_dialect_and_the_card_names_it(p
     every_file = "".join(p.read_text(errors="replace") for p in output.rglob("*") if p.is_file() and p.suffix in (".md", ".json"))
     assert "s3cret-pw" not in every_file
     assert any("demonstrations for" in str(w.message) and "transpiled, not run" in str(w.message) for w in recwarn)
+    # `symgen verify` re-executes every candidate on the engine and finds the published kept set
+    assert main(["verify", str(output), "--db-url", url]) == 0
 
 
 def test_db_url_errors_say_what_to_do(pg, tmp_path):
     task = get_task("spider")
+    with pytest.raises(Exception, match="give a database URL with --db-url") as error:
+        task.load_knowledge({"db_dir": pg.url(password="pw123")})
+    assert "pw123" not in str(error.value)
     with pytest.raises(Exception, match="--db-dir and --db-url both given"):
         task.load_knowledge({"db_dir": str(tmp_path), "db_url": pg.url()})
     with pytest.raises(Exception, match=r"cannot connect to database 'nosuch'") as error:

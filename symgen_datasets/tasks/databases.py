@@ -209,7 +209,8 @@ class DatabaseDirectory(TaskKnowledge):
         self.engine = SQLiteEngine(f"sqlite:///{self.root.resolve()}/{{db_id}}/{{db_id}}.sqlite")
         if not self.root.is_dir():
             raise InputError(
-                f"--db-dir {self.root}: not a folder; expected a folder of <db_id>/<db_id>.sqlite"
+                f"--db-dir {self.root}: not a folder; expected a folder of <db_id>/<db_id>.sqlite (a PostgreSQL "
+                "server or DuckDB files: --db-url)"
             )
         self.db_ids = sorted(
             p.name for p in self.root.iterdir() if (p / f"{p.name}.sqlite").is_file()

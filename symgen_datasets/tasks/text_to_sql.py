@@ -54,10 +54,13 @@ def _sql_sampling() -> SamplingDefaults:
 
 @dataclass(frozen=True)
 class TextToSQLTask(Task):
-    """Text-to-SQL on SQLite databases laid out as Spider's (``<db_id>/<db_id>.sqlite``).
+    """Text-to-SQL on SQLite databases laid out as Spider's (``<db_id>/<db_id>.sqlite``), or on the
+    databases of a PostgreSQL server or DuckDB files (``--db-url``; see
+    :mod:`symgen_datasets.verifiers.engines`).
 
     Knowledge: a :class:`DatabaseDirectory` (``--db-dir``, default: the packaged databases),
-    snapshotted once per run. Verifier: :class:`~symgen_datasets.verifiers.SQLiteVerifier`.
+    snapshotted once per run, or :class:`EngineDatabases` (``--db-url``), one read view per run.
+    Verifier: :class:`~symgen_datasets.verifiers.SQLiteVerifier` (the SQL verifier, on any engine).
     Question generation goes round the databases; a task model reads the question and, when the
     task has several databases, the schema (serialised as in the prompts). Evaluation: execution
     accuracy with the official Spider test-suite evaluator's semantics, exact match after
@@ -113,6 +116,11 @@ class TextToSQLTask(Task):
         db_dir, db_url = options.get("db_dir"), options.get("db_url")
         empty = _empty_policy(options.get("empty_results") or DEFAULT_EMPTY_RESULTS)
         db_ids = db_ids_option(options.get("db_ids"))
+        if db_dir is not None and "://" in str(db_dir):
+            from ..redaction import redact_url
+
+            raise InputError(f"--db-dir {redact_url(str(db_dir))}: --db-dir takes a folder; give a database URL with "
+                             "--db-url (postgresql://USER@HOST:PORT/{db_id}, duckdb:///DIR/{db_id}.duckdb)")
         if db_dir is not None and db_url is not None:
             raise InputError("--db-dir and --db-url both given; give one (--db-dir DIR is --db-url sqlite:///DIR/{db_id}/{db_id}.sqlite)")
         if db_url is not None and str(db_url).lower().startswith("sqlite:"):
