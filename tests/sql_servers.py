@@ -8,6 +8,7 @@ refuses to run as root, so under root the server runs as the unprivileged system
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -67,6 +68,8 @@ class PostgresServer:
         options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=100"
         self._run([str(bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
                    "start"])
+        self._stopped = False
+        atexit.register(self.stop)  # a test session or benchmark that dies still stops its server
 
     def _run(self, command: list[str]) -> None:
         kwargs = {}
@@ -96,6 +99,10 @@ class PostgresServer:
         return self.url(user=READER)
 
     def stop(self) -> None:
+        """Stop the server and remove its folder (once; later calls do nothing)."""
+        if self._stopped:
+            return
+        self._stopped = True
         try:
             self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"])
         finally:
