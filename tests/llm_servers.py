@@ -178,8 +178,12 @@ class LLMServer:
         capacity: int | None = None,
         record: bool = True,
         info: dict | None = None,
+        n_support: str = "ignore",
     ):
         self.responder = responder
+        #: what chat completions do with ``n`` > 1: ``full`` (n choices, the i-th answered with seed + i, usage
+        #: billing the prompt once), ``ignore`` (one choice, as servers without n do) or ``reject`` (HTTP 400)
+        self.n_support = n_support
         self.info = info
         self.record = record
         self.faults = faults or Faults()
@@ -220,6 +224,12 @@ class LLMServer:
             headers = {"Retry-After": str(self.faults.retry_after)} if self.faults.retry_after is not None else {}
             echo = f"injected fault for {request.url} with Authorization {request.headers.get('Authorization')}"
             return web.json_response({"error": echo, "error_type": "overloaded"}, status=int(fault), headers=headers)
+        n = int(body.get("n") or 1) if request.path == "/v1/chat/completions" else 1
+        if n > 1 and self.n_support == "reject":
+            return web.json_response({"error": {"message": "n > 1 is not supported", "type": "invalid_request_error"}},
+                                     status=400)
+        if self.n_support != "full":
+            n = 1
         if self._slots is not None:
             await self._slots.acquire()
         try:
@@ -232,14 +242,25 @@ class LLMServer:
                 self.seen.append({"prompt": prompt, "parameters": parameters, "query": dict(request.query),
                                   "authorization": request.headers.get("Authorization")})
             await asyncio.sleep(self.latency_s)  # the slot is busy for latency_s
-            text, logprobs = self.responder(prompt, parameters, seed)
-            text = _cut(text, parameters.get("stop") or [])
+            answers = []
+            for i in range(n):
+                text, logprobs = self.responder(prompt, parameters, seed + i)
+                answers.append((_cut(text, parameters.get("stop") or []), logprobs))
+            text, logprobs = answers[0]
         finally:
             if self._slots is not None:
                 self._slots.release()
         if request.path == "/v1/chat/completions":
-            return web.json_response(chat_completion(self.requests, body.get("model") or self.model_id, prompt, text,
-                                                     logprobs, bool(body.get("logprobs"))))
+            output = chat_completion(self.requests, body.get("model") or self.model_id, prompt, text, logprobs,
+                                     bool(body.get("logprobs")))
+            if n > 1:
+                first = output["choices"][0]
+                output["choices"] = [dict(first, index=i, message={"role": "assistant", "content": t},
+                                          logprobs=first["logprobs"] and {"content": [
+                                              {"token": "t", "logprob": lp, "bytes": None, "top_logprobs": []} for lp in lps]})
+                                     for i, (t, lps) in enumerate(answers)]
+                output["usage"]["completion_tokens"] = sum(len(lps) for _, lps in answers)
+            return web.json_response(output)
         output = tgi_output(text, logprobs, seed, bool(parameters.get("details")))
         return web.json_response([output] if request.path == "/" else output)  # POST / answers a list
 

@@ -236,3 +236,35 @@ def test_the_context_length_comes_from_the_server(loop):
         loop.run(generator.connect())
         loop.run(generator.aclose())
     assert generator.max_prompt_tokens(48) == 1000 and generator.max_prompt_tokens(200) == 900
+
+
+def test_openai_samples_a_prompts_candidates_in_one_request_with_n(loop):
+    """A server that takes ``n`` answers a prompt's 8 samples in one request (seeded with the
+    first seed), the prompt billed once."""
+    with LLMServer(echo, n_support="full") as server:
+        generator = from_spec(f"openai:{server.url}#m", retry=FAST_RETRY)
+        results = loop.run(sample_many(generator, [("p", SamplingParams(0.8, 20, stop=("\n\n",)), list(range(10, 18)))]))
+        loop.run(generator.aclose())
+    assert server.requests == 1 and server.seen[0]["parameters"]["n"] == 8 and server.seen[0]["parameters"]["seed"] == 10
+    assert [c.text for c in results[0]] == [f"SELECT {10 + i};\n\n" for i in range(8)]  # choice i: the i-th sample
+    assert generator.n_supported is True
+
+
+@pytest.mark.parametrize("support", ["ignore", "reject"])
+def test_openai_falls_back_to_one_request_per_seed_where_n_is_not_taken(support, loop, caplog):
+    """A server that ignores ``n`` (one choice: the first seed's sample) or refuses it (HTTP 400)
+    gets one request per seed, once told, with a warning; the samples are those of one request
+    per seed."""
+    with caplog.at_level(logging.WARNING, logger="symgen_datasets.generators"):
+        with LLMServer(echo, n_support=support) as server:
+            generator = from_spec(f"openai:{server.url}#m", concurrency=1, retry=FAST_RETRY)
+            first = loop.run(generator.sample("p", SamplingParams(0.8, 20, stop=("\n\n",)), [1, 2, 3]))
+            asked = server.requests
+            second = loop.run(generator.sample("q", SamplingParams(0.8, 20, stop=("\n\n",)), [4, 5]))
+            loop.run(generator.aclose())
+    assert [c.text for c in first] == ["SELECT 1;\n\n", "SELECT 2;\n\n", "SELECT 3;\n\n"]
+    assert [c.text for c in second] == ["SELECT 4;\n\n", "SELECT 5;\n\n"]
+    assert asked == (3 if support == "ignore" else 4)  # the n request counted, then one per remaining seed
+    assert server.requests - asked == 2 and all("n" not in r["parameters"] for r in server.seen[-2:])
+    assert generator.n_supported is False
+    assert "one request per candidate" in caplog.text

@@ -142,3 +142,28 @@ def test_no_cache_with_a_request_budget_is_refused(tmp_path, capsys):
     status = main(["generate", "geoquery_sql", "--generator", "tgi:http://127.0.0.1:9", "--no-cache", "--max-requests", "5",
                    "--output", str(tmp_path / "out")])
     assert status == 2 and "--max-requests needs the response cache" in capsys.readouterr().err
+
+
+def test_n_sampling_resumes_to_the_same_dataset_asking_no_finished_request_again(tmp_path, oracle, capsys):
+    """OpenAI-compatible server with ``n``: one request per question's candidates; stopped by
+    --max-requests and run again, the dataset is the uninterrupted run's and no finished request
+    is asked again; the card says how candidates were sampled."""
+    def openai_args(server, out, *extra):
+        return ["generate", "geoquery_sql", "--generator", f"openai:{server.url}#m", "--num-questions", "12",
+                "--num-samples", "5", "--min-votes", "2", "--output", str(out), *extra]
+
+    with LLMServer(oracle, n_support="full") as server:
+        clean = tmp_path / "clean"
+        assert main(openai_args(server, clean, "--no-cache")) == 0
+        whole = answered(server)
+        answer_requests = [r for r in server.seen if r["parameters"].get("max_tokens") == 200]  # the answer prompts
+        assert len(answer_requests) == 12 and all(r["parameters"]["n"] == 5 for r in answer_requests)
+        out = tmp_path / "out"
+        start = answered(server)
+        assert main(openai_args(server, out, "--max-requests", "20")) == 3
+        first = answered(server) - start
+        assert main(openai_args(server, out)) == 0
+        assert answered(server) - start == whole  # nothing asked twice
+        assert 0 < first < whole
+    assert rows(out) == rows(clean)
+    assert "samples per request | a question's candidates from one request (n > 1)" in (out / "README.md").read_text()

@@ -103,6 +103,9 @@ class Generator(ABC):
     concurrency: int = 1
     #: the model's revision (commit or package version) when the backend reports it.
     model_revision: str = ""
+    #: whether one request returns several samples of a prompt (``n`` > 1): ``True``/``False``
+    #: once a request told, ``None`` where it does not apply or is not known yet.
+    n_supported: bool | None = None
 
     @abstractmethod
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:

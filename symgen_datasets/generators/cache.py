@@ -126,6 +126,7 @@ class CachedGenerator(Generator):
     model_revision = property(lambda self: self.inner.model_revision)  # type: ignore[assignment]
     concurrency = property(lambda self: self.inner.concurrency)  # type: ignore[assignment]
     retries = property(lambda self: self.inner.retries)  # type: ignore[assignment]
+    n_supported = property(lambda self: self.inner.n_supported)  # type: ignore[assignment]
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)

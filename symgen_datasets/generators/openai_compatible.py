@@ -3,12 +3,17 @@ server, OpenAI): ``POST /v1/chat/completions`` with ``logprobs``, ``GET /v1/mode
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import GenerationError
-from .base import REQUEST_TIMEOUT_S, Completion, RemoteGenerator, RetryPolicy, SamplingParams, mean_logprob
+from .base import (REQUEST_TIMEOUT_S, Completion, HTTPStatusError, RemoteGenerator, RetryPolicy, SamplingParams,
+                   logger, mean_logprob)
+
+#: Samples one request asks for at most (OpenAI's and vLLM's limit is 128).
+MAX_N = 128
 
 
 class OpenAIGenerator(RemoteGenerator):
@@ -21,7 +26,8 @@ class OpenAIGenerator(RemoteGenerator):
             in any message, like credentials in the URLs).
         concurrency, retry, timeout_s: as in :class:`~symgen_datasets.generators.tgi.TGIGenerator`.
 
-    Requests carry ``seed`` and ``logprobs=true``; ``mean_logprob`` is the mean of the returned
+    A question's candidates come from requests with ``n`` > 1 where the server supports it (see
+    :meth:`sample`). Requests carry ``seed`` and ``logprobs=true``; ``mean_logprob`` is the mean of the returned
     token log-probabilities (``None`` if the server returns none). The context length is known
     when ``GET /v1/models`` lists ``max_model_len`` (vLLM) and the model was not named in the
     spec (a named model skips that request).
@@ -43,6 +49,8 @@ class OpenAIGenerator(RemoteGenerator):
         self._secrets.add(self._api_key)
         self.model = model or ""
         self._max_model_len: int | None = None
+        #: whether the server answers ``n`` > 1 with ``n`` choices (``None`` until a request tells)
+        self.n_supported: bool | None = None
 
     @staticmethod
     def _base_url(url: str) -> str:
@@ -66,7 +74,61 @@ class OpenAIGenerator(RemoteGenerator):
             return {}
         return {"Authorization": f"Bearer {self._api_key or 'EMPTY'}"}
 
-    async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
+    async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
+        """``len(seeds)`` completions of ``prompt``: requests with ``n`` > 1 where the server
+        takes it (one prompt, many samples: the prompt is prefilled and billed once), at most
+        :data:`MAX_N` per request, each request seeded with its first seed (so a run with the
+        same seeds asks the same requests). The first request tells whether the server supports
+        ``n``: a server that answers with one choice (it ignored ``n``; that choice is the
+        sample of the first seed) or refuses ``n`` (HTTP 400/422) gets one request per seed for
+        the rest of the run, with a warning (:attr:`n_supported` says which).
+        """
+        if len(seeds) <= 1 or self.n_supported is False:
+            return await super().sample(prompt, params, seeds)
+        groups = [list(seeds[i : i + MAX_N]) for i in range(0, len(seeds), MAX_N)]
+        parts = await asyncio.gather(*(self._sample_group(prompt, params, group) for group in groups))
+        return [completion for part in parts for completion in part]
+
+    async def _sample_group(self, prompt: str, params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        async def send() -> list[Completion] | None:
+            async with self._semaphore_for_loop():
+                try:
+                    return await self._request_n(prompt, params, seeds[0], len(seeds))
+                except HTTPStatusError as error:
+                    if error.status in (400, 422) and self.n_supported is None:
+                        return None  # the server refuses n: one request per seed
+                    raise
+
+        choices = await self._with_retries(send)
+        if choices is not None and len(choices) == len(seeds):
+            self.n_supported = True
+            return choices
+        if self.n_supported is None:
+            self.n_supported = False
+            logger.warning("%s: the server %s; sampling one request per candidate (the prompt is sent and billed "
+                           "once per candidate)", self.spec,
+                           "refuses n > 1" if choices is None else "ignores n > 1 (one choice per request)")
+        done = (choices or [])[:1]  # a server that ignored n answered the first seed's request
+        return done + await super().sample(prompt, params, seeds[len(done):])
+
+    async def _request_n(self, prompt: str, params: SamplingParams, seed: int, n: int) -> list[Completion]:
+        payload = self._payload(prompt, params, seed)
+        payload["n"] = n
+        output = await self._post_json("/v1/chat/completions", payload)
+        try:
+            choices = sorted(output["choices"], key=lambda choice: choice.get("index", 0))
+            return [self._completion(choice) for choice in choices]
+        except (AttributeError, IndexError, KeyError, TypeError):
+            raise GenerationError(
+                f"{self.spec}: not a chat completion ({str(output)[:200]}); is this an OpenAI-compatible server?"
+            ) from None
+
+    @staticmethod
+    def _completion(choice: dict) -> Completion:
+        content = (choice.get("logprobs") or {}).get("content") or []
+        return Completion(choice["message"].get("content") or "", mean_logprob([t.get("logprob") for t in content]))
+
+    def _payload(self, prompt: str, params: SamplingParams, seed: int) -> dict:
         payload = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
@@ -77,11 +139,12 @@ class OpenAIGenerator(RemoteGenerator):
         }
         if params.stop:
             payload["stop"] = list(params.stop)
-        output = await self._post_json("/v1/chat/completions", payload)
+        return payload
+
+    async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
+        output = await self._post_json("/v1/chat/completions", self._payload(prompt, params, seed))
         try:
-            choice = output["choices"][0]
-            content = (choice.get("logprobs") or {}).get("content") or []
-            return Completion(choice["message"].get("content") or "", mean_logprob([t.get("logprob") for t in content]))
+            return self._completion(output["choices"][0])
         except (AttributeError, IndexError, KeyError, TypeError):
             raise GenerationError(
                 f"{self.spec}: not a chat completion ({str(output)[:200]}); is this an OpenAI-compatible server?"

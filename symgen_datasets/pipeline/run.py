@@ -65,6 +65,8 @@ class GenerateResult:
     generator_revision: str = ""
     retries: int = 0
     cached: int = 0
+    #: whether the backend returned several samples per request (``n``); ``None``: not applicable
+    generator_n_supported: bool | None = None
     output: Path | None = None
     metadata: dict = field(default_factory=dict, repr=False)
     card: str = field(default="", repr=False)
@@ -190,7 +192,8 @@ def run_metadata(result: GenerateResult, inputs: RunInputs, verifier: Verifier) 
         "tool_version": __version__,
         "task": task.name,
         "task_options": options,
-        "generator": {"spec": result.generator_spec, "model": result.generator_model, "revision": result.generator_revision},
+        "generator": {"spec": result.generator_spec, "model": result.generator_model, "revision": result.generator_revision,
+                      **({"n_sampling": result.generator_n_supported} if result.generator_n_supported is not None else {})},
         "settings": {
             "num_questions": inputs.num_questions,
             "questions_file": Path(settings.questions).name if settings.questions else None,
@@ -396,6 +399,7 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
         generator_revision=generator.model_revision,
         retries=sum(shard["retries"] for shard in shards),
         cached=sum(shard["hits"] for shard in shards),
+        generator_n_supported=generator.n_supported,
     )
     result.metadata = run_metadata(result, inputs, verifier)
     return result
