@@ -327,10 +327,16 @@ def _versions(args: argparse.Namespace) -> int:
     if not versions:
         print(f"{args.repo_id}: no version tags (vX.Y.Z) yet")
         return 0
-    header = ("version", "commit", "parent", "task", "questions", "kept", "generator")
+    header = ("version", "commit", "parent", "task", "questions", "kept", "requests", "tokens billed", "generator")
+
+    def tokens(bill: dict | None) -> str:
+        if not bill or "prompt_tokens" not in bill:
+            return "?"
+        return f"{bill['prompt_tokens']:,} + {bill.get('completion_tokens', 0):,}"
+
     _print_table([header] + [
         (v.tag, v.commit[:12], v.parent or "-", v.task, str(v.questions if v.questions is not None else "?"),
-         str(v.kept if v.kept is not None else "?"), v.generator)
+         str(v.kept if v.kept is not None else "?"), str((v.bill or {}).get("requests", "?")), tokens(v.bill), v.generator)
         for v in versions
     ])
     return 0

@@ -114,6 +114,8 @@ def test_push_two_versions_then_load_each_by_revision(hub, folders):
     assert lines[0].split()[:2] == ["version", "commit"]
     assert lines[1].startswith("v1.0.0") and lines[2].startswith("v1.1.0") and " v1.0.0 " in lines[2]
     assert str(len(loaded["v1"])) in lines[1].split() and str(len(loaded["v2"])) in lines[2].split()
+    assert "requests" in lines[0] and "tokens billed" in lines[0]  # each version's token bill, from its card
+    assert " + " in lines[1] and " + " in lines[2]
 
 
 def test_an_existing_tag_is_never_moved(hub, folders):

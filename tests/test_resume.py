@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import datasets
+import pytest
 
 from symgen_datasets.cli import main
 from tests.llm_servers import Faults, LLMServer
@@ -166,4 +167,42 @@ def test_n_sampling_resumes_to_the_same_dataset_asking_no_finished_request_again
         assert answered(server) - start == whole  # nothing asked twice
         assert 0 < first < whole
     assert rows(out) == rows(clean)
-    assert "samples per request | a question's candidates from one request (n > 1)" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "samples per request | a question's candidates from one request (n > 1)" in card
+    # the bill: the resumed run paid for the requests it sent; the first run's came from the cache
+    assert "| generation requests |" in card and "more served by the response cache" in card
+
+
+def test_the_bill_counts_a_prompt_once_per_request_with_n(tmp_path, oracle):
+    """Against a server that bills each request's prompt once and every returned choice, the
+    run's bill (card and summary) is what the server billed."""
+    from symgen_datasets.pipeline.run import generate
+    from symgen_datasets.pipeline.settings import GenerateSettings
+
+    billed = {"prompt": 0, "completion": 0}
+    results = {}
+    for support in ("full", "ignore"):
+        with LLMServer(oracle, n_support=support) as server:
+            result = generate(GenerateSettings(task="geoquery_sql", generator=f"openai:{server.url}#m", num_questions=6,
+                                               num_samples=5, min_votes=2, work_dir=str(tmp_path / support),
+                                               output=str(tmp_path / f"out-{support}"), price_per_mtok="1.5,6"))
+            if support == "full":
+                bill = result.metadata["bill"]
+                assert bill["cost"] == pytest.approx((bill["prompt_tokens"] * 1.5 + bill["completion_tokens"] * 6) / 1e6)
+                card = (tmp_path / "out-full" / "README.md").read_text()
+                assert f"| generation requests | {bill['requests']:,} |" in card and "| cost |" in card
+        results[support] = (result.bill, server.requests)  # every request, the 1-token check included
+    full, ignore = results["full"][0], results["ignore"][0]
+    assert full["requests"] == results["full"][1] and ignore["requests"] == results["ignore"][1]
+    assert full["requests"] < ignore["requests"]
+    assert full["prompt_tokens"] < ignore["prompt_tokens"]  # the answer prompts billed once, not 5 times
+    assert full["completion_tokens"] > 0 and full["cached_tokens"] == 0
+
+
+@pytest.mark.parametrize("prices", ["1", "a,b", "1,-2", "1,2,3"])
+def test_a_bad_price_is_refused_before_anything_is_sent(prices):
+    from symgen_datasets.errors import InputError
+    from symgen_datasets.pipeline.settings import GenerateSettings
+
+    with pytest.raises(InputError, match="--price-per-mtok"):
+        GenerateSettings(task="geoquery_sql", price_per_mtok=prices).check()

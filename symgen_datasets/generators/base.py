@@ -49,10 +49,16 @@ class Completion:
         text: the generated text (prompt excluded).
         mean_logprob: mean log-probability (natural log) of the generated tokens, or ``None``
             when the backend gives none.
+        prompt_tokens: prompt tokens the request that returned it was billed for, on the first
+            completion of a request only (0 on the others: a prompt is billed once per request);
+            the server's ``usage`` or, where it gives none, the tokenizer's count.
+        completion_tokens: the tokens generated for this completion.
     """
 
     text: str
     mean_logprob: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def mean_logprob(logprobs: Sequence[float | None]) -> float | None:
@@ -106,6 +112,8 @@ class Generator(ABC):
     #: whether one request returns several samples of a prompt (``n`` > 1): ``True``/``False``
     #: once a request told, ``None`` where it does not apply or is not known yet.
     n_supported: bool | None = None
+    #: generation requests answered so far (remote backends; one request may return several samples).
+    requests_sent: int = 0
 
     @abstractmethod
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
@@ -431,7 +439,9 @@ class RemoteGenerator(Generator):
             async with self._semaphore_for_loop():
                 return await self._request(prompt, params, seed)
 
-        return await self._with_retries(send)
+        completion = await self._with_retries(send)
+        self.requests_sent += 1
+        return completion
 
     def _semaphore_for_loop(self) -> asyncio.Semaphore:
         if self._semaphore is None:

@@ -43,8 +43,13 @@ class ResponseCache:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL, mean_logprob REAL)"
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL, mean_logprob REAL, "
+                "prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0)"
             )
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(responses)")}
+            for column in ("prompt_tokens", "completion_tokens"):  # a cache written before the token bill
+                if column not in columns:
+                    connection.execute(f"ALTER TABLE responses ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
             self._connection = connection
         return self._connection
 
@@ -65,9 +70,11 @@ class ResponseCache:
                 chunk = list(keys[start:start + 500])
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT key, text, mean_logprob FROM responses WHERE key IN ({marks})", chunk
+                    f"SELECT key, text, mean_logprob, prompt_tokens, completion_tokens FROM responses WHERE key IN ({marks})",
+                    chunk,
                 ).fetchall()
-                found.update({key: Completion(text, logprob) for key, text, logprob in rows})
+                found.update({key: Completion(text, logprob, prompt, completion)
+                              for key, text, logprob, prompt, completion in rows})
         return found
 
     def put_many(self, items: dict[str, Completion]) -> None:
@@ -77,8 +84,9 @@ class ResponseCache:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(
-                    "INSERT OR REPLACE INTO responses (key, text, mean_logprob) VALUES (?, ?, ?)",
-                    [(key, c.text, c.mean_logprob) for key, c in items.items()],
+                    "INSERT OR REPLACE INTO responses (key, text, mean_logprob, prompt_tokens, completion_tokens) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(key, c.text, c.mean_logprob, c.prompt_tokens, c.completion_tokens) for key, c in items.items()],
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -110,6 +118,8 @@ class CachedGenerator(Generator):
     Attributes:
         sent: completions requested from the backend.
         hits: completions served from the cache.
+        prompt_tokens, completion_tokens: tokens billed for the completions requested.
+        cached_tokens: tokens (prompt and completion) of the completions served from the cache.
     """
 
     def __init__(self, inner: Generator, cache: ResponseCache, max_requests: int | None = None):
@@ -118,6 +128,9 @@ class CachedGenerator(Generator):
         self.max_requests = max_requests
         self.sent = 0
         self.hits = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_tokens = 0
 
     # the backend's identity and limits
     spec = property(lambda self: self.inner.spec)  # type: ignore[assignment]
@@ -127,6 +140,7 @@ class CachedGenerator(Generator):
     concurrency = property(lambda self: self.inner.concurrency)  # type: ignore[assignment]
     retries = property(lambda self: self.inner.retries)  # type: ignore[assignment]
     n_supported = property(lambda self: self.inner.n_supported)  # type: ignore[assignment]
+    requests_sent = property(lambda self: self.inner.requests_sent)  # type: ignore[assignment]
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
@@ -149,6 +163,8 @@ class CachedGenerator(Generator):
         found = self.cache.get_many(keys)
         missing = [(key, seed) for key, seed in zip(keys, seeds) if key not in found]
         self.hits += len(keys) - len(missing)
+        missing_keys = {key for key, _ in missing}
+        self.cached_tokens += sum(c.prompt_tokens + c.completion_tokens for k, c in found.items() if k not in missing_keys)
         if missing:
             if self.max_requests is not None and self.sent + len(missing) > self.max_requests:
                 raise BudgetExhausted(
@@ -158,6 +174,8 @@ class CachedGenerator(Generator):
             self.sent += len(missing)
             completions = await self.inner.sample(prompt, params, [seed for _, seed in missing])
             fresh = {key: completion for (key, _), completion in zip(missing, completions)}
+            self.prompt_tokens += sum(c.prompt_tokens for c in completions)
+            self.completion_tokens += sum(c.completion_tokens for c in completions)
             self.cache.put_many(fresh)
             found.update(fresh)
         return [found[key] for key in keys]

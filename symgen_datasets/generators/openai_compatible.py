@@ -4,6 +4,7 @@ server, OpenAI): ``POST /v1/chat/completions`` with ``logprobs``, ``GET /v1/mode
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from typing import Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -100,6 +101,8 @@ class OpenAIGenerator(RemoteGenerator):
                     raise
 
         choices = await self._with_retries(send)
+        if choices is not None:
+            self.requests_sent += 1
         if choices is not None and len(choices) == len(seeds):
             self.n_supported = True
             return choices
@@ -117,7 +120,8 @@ class OpenAIGenerator(RemoteGenerator):
         output = await self._post_json("/v1/chat/completions", payload)
         try:
             choices = sorted(output["choices"], key=lambda choice: choice.get("index", 0))
-            return [self._completion(choice) for choice in choices]
+            completions = [self._completion(choice) for choice in choices]
+            return self._billed(completions, output.get("usage"), prompt)
         except (AttributeError, IndexError, KeyError, TypeError):
             raise GenerationError(
                 f"{self.spec}: not a chat completion ({str(output)[:200]}); is this an OpenAI-compatible server?"
@@ -126,7 +130,25 @@ class OpenAIGenerator(RemoteGenerator):
     @staticmethod
     def _completion(choice: dict) -> Completion:
         content = (choice.get("logprobs") or {}).get("content") or []
-        return Completion(choice["message"].get("content") or "", mean_logprob([t.get("logprob") for t in content]))
+        return Completion(choice["message"].get("content") or "", mean_logprob([t.get("logprob") for t in content]),
+                          completion_tokens=len(content))
+
+    def _billed(self, completions: list[Completion], usage: dict | None, prompt: str) -> list[Completion]:
+        """``completions`` with the request's bill: the server's ``usage`` (prompt tokens once, on
+        the first; completion tokens per choice from its token log-probabilities, else the total
+        shared out), or the tokenizer's count where the server gives none."""
+        usage = usage if isinstance(usage, dict) else {}
+        prompt_tokens = usage.get("prompt_tokens")
+        prompt_tokens = prompt_tokens if isinstance(prompt_tokens, int) else self.count_tokens(prompt)
+        total = usage.get("completion_tokens")
+        counted = [c.completion_tokens or 0 for c in completions]
+        if isinstance(total, int) and (sum(counted) != total or not all(counted)):
+            share, extra = divmod(total, max(1, len(completions)))
+            counted = [share + (1 if i < extra else 0) for i in range(len(completions))]
+        elif not all(counted):
+            counted = [self.count_tokens(c.text) for c in completions]
+        return [dataclasses.replace(c, prompt_tokens=prompt_tokens if i == 0 else 0, completion_tokens=counted[i])
+                for i, c in enumerate(completions)]
 
     def _payload(self, prompt: str, params: SamplingParams, seed: int) -> dict:
         payload = {
@@ -144,7 +166,7 @@ class OpenAIGenerator(RemoteGenerator):
     async def _request(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
         output = await self._post_json("/v1/chat/completions", self._payload(prompt, params, seed))
         try:
-            return self._completion(output["choices"][0])
+            return self._billed([self._completion(output["choices"][0])], output.get("usage"), prompt)[0]
         except (AttributeError, IndexError, KeyError, TypeError):
             raise GenerationError(
                 f"{self.spec}: not a chat completion ({str(output)[:200]}); is this an OpenAI-compatible server?"

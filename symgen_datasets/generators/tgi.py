@@ -72,7 +72,11 @@ class TGIGenerator(RemoteGenerator):
         try:
             details = output.get("details") or {}
             logprobs = [token.get("logprob") for token in details.get("tokens") or []]
-            return Completion(output["generated_text"], mean_logprob(logprobs))
+            generated = details.get("generated_tokens")
+            text = output["generated_text"]
+            # TGI's /generate reports no prompt tokens: the tokenizer's count (an estimate)
+            return Completion(text, mean_logprob(logprobs), self.count_tokens(prompt),
+                              generated if isinstance(generated, int) else self.count_tokens(text))
         except (AttributeError, KeyError, TypeError):
             raise GenerationError(
                 f"{self.spec}: not a TGI /generate answer ({str(output)[:200]}); is this a TGI server? "

@@ -276,6 +276,8 @@ class VersionInfo:
     generator: str
     questions: int | None
     kept: int | None
+    #: the run's token bill from its card (``requests``, ``prompt_tokens``, ``completion_tokens``...), if recorded
+    bill: dict | None = None
 
 
 def list_versions(repo_id: str) -> list[VersionInfo]:
@@ -308,6 +310,7 @@ def list_versions(repo_id: str) -> list[VersionInfo]:
                                                      f"({generator['model']})" if generator.get("model") else ""])),
                     questions=counts.get("questions"),
                     kept=counts.get("questions_kept"),
+                    bill=meta.get("bill") if isinstance(meta.get("bill"), dict) else None,
                 )
             )
     return infos

@@ -67,6 +67,9 @@ class GenerateResult:
     cached: int = 0
     #: whether the backend returned several samples per request (``n``); ``None``: not applicable
     generator_n_supported: bool | None = None
+    #: the token bill: ``requests`` (generation requests answered), ``prompt_tokens`` and
+    #: ``completion_tokens`` billed, ``cached_tokens`` (of the completions the response cache served)
+    bill: dict[str, int] = field(default_factory=dict)
     output: Path | None = None
     metadata: dict = field(default_factory=dict, repr=False)
     card: str = field(default="", repr=False)
@@ -207,6 +210,7 @@ def run_metadata(result: GenerateResult, inputs: RunInputs, verifier: Verifier) 
         "demonstrations": {"count": len(demonstrations), "sha256": _sha256_lines(demonstrations)},
         "prompt_templates": task.template_hashes(),
         "counts": dict(result.counts),
+        "bill": _priced(result.bill, settings.prices()),
         "vote_histogram": {int(votes): int(n) for votes, n in result.vote_histogram},
         "dataset": dataset_block(task, result.columns),
         "version": None,
@@ -363,6 +367,7 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
         "counts": context.counts,
         "retries": generator.retries,
         "hits": getattr(generator, "hits", 0),
+        "bill": _bill(generator),
         "verified": verified,
     })
     if own_node:
@@ -400,9 +405,29 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
         retries=sum(shard["retries"] for shard in shards),
         cached=sum(shard["hits"] for shard in shards),
         generator_n_supported=generator.n_supported,
+        bill={name: sum(shard["bill"].get(name, 0) for shard in shards) for name in shards[0]["bill"]},
     )
     result.metadata = run_metadata(result, inputs, verifier)
     return result
+
+
+def _priced(bill: dict, prices: tuple[float, float] | None) -> dict:
+    """The bill with its ``cost`` under ``prices`` (per million prompt and completion tokens)."""
+    bill = dict(bill)
+    if prices is not None and "prompt_tokens" in bill:
+        bill["price_per_mtok"] = list(prices)
+        bill["cost"] = (bill["prompt_tokens"] * prices[0] + bill["completion_tokens"] * prices[1]) / 1e6
+    return bill
+
+
+def _bill(generator: Generator) -> dict[str, int]:
+    """This process's token bill (see :attr:`GenerateResult.bill`); tokens are counted where
+    responses go through the response cache (the default)."""
+    bill = {"requests": int(generator.requests_sent or 0)}
+    if isinstance(generator, CachedGenerator):
+        bill.update(prompt_tokens=generator.prompt_tokens, completion_tokens=generator.completion_tokens,
+                    cached_tokens=generator.cached_tokens)
+    return bill
 
 
 @dataclass

@@ -71,7 +71,26 @@ class GenerateSettings:
     max_requests: int | None = setting(None, "request at most N completions from the LLM, then stop cleanly (exit 3); "
                                        "the same command resumes", metavar="N", builder=False)
     cache: bool = setting(True, "do not store responses (no resume)", flag="--no-cache", builder=False, action="store_false")
+    price_per_mtok: str | None = setting(None, "prices per million prompt and completion tokens, e.g. 0.15,0.60: the "
+                                         "summary and the card show the bill's cost", metavar="INPUT,OUTPUT", builder=False)
     task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the task's own options"})
+
+    def prices(self) -> tuple[float, float] | None:
+        """``--price-per-mtok`` as (input, output) per million tokens, or ``None``.
+
+        Raises:
+            InputError: not two non-negative numbers separated by a comma.
+        """
+        if self.price_per_mtok is None:
+            return None
+        try:
+            prices = tuple(float(part) for part in str(self.price_per_mtok).split(","))
+        except ValueError:
+            prices = ()
+        if len(prices) != 2 or min(prices) < 0:
+            raise InputError(f"--price-per-mtok {self.price_per_mtok!r}: expected INPUT,OUTPUT prices per million "
+                             "tokens, e.g. 0.15,0.60")
+        return prices  # type: ignore[return-value]
 
     def output_folder(self) -> Path:
         """The dataset folder: ``output``, else ``./<task>-synth``."""
@@ -105,6 +124,7 @@ class GenerateSettings:
             raise InputError(f"--request-timeout {self.request_timeout_s}: must be > 0")
         if self.max_input_chars < 1:
             raise InputError(f"--max-input-chars {self.max_input_chars}: must be at least 1")
+        self.prices()
         if self.max_requests is not None:
             if self.max_requests < 1:
                 raise InputError(f"--max-requests {self.max_requests}: must be at least 1")

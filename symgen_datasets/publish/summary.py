@@ -10,6 +10,13 @@ from typing import Any
 EMBEDDED_CALIBRATION = "calibration_embedded.json"
 
 
+def _bill_lines(bill: dict) -> list[tuple[str, str]]:
+    """The token bill's lines (requests, prompt and completion tokens billed, tokens from the cache)."""
+    names = {"requests": "generation requests", "prompt_tokens": "prompt tokens billed",
+             "completion_tokens": "completion tokens billed", "cached_tokens": "tokens from the cache"}
+    return [(names[name], f"{bill[name]:,}") for name in names if name in (bill or {})]
+
+
 def embedded_calibration(task: Any, min_votes: int) -> str | None:
     """One line on how far the embedded model's kept rows can be trusted at ``min_votes``, from
     the task's packaged calibration (:data:`EMBEDDED_CALIBRATION`), or ``None`` when it ships none."""
@@ -41,6 +48,9 @@ def format_summary(result: Any) -> str:
         (f"{word} / sampled", f"{counts.get(f'candidates_{word}', 0) / sampled:.1%}" if sampled else "-"),
         ("retried requests", str(result.retries)),
         ("completions from the cache", str(result.cached)),
+        *_bill_lines(result.bill),
+        *([("cost", f"{result.metadata['bill']['cost']:.4f} at {result.settings.price_per_mtok} per million tokens")]
+          if "cost" in (getattr(result, "metadata", None) or {}).get("bill", {}) else []),
         ("output", str(result.output) if result.output else "(not written)"),
     ]
     if result.generator_spec == "embedded":
