@@ -206,3 +206,39 @@ def test_a_bad_price_is_refused_before_anything_is_sent(prices):
 
     with pytest.raises(InputError, match="--price-per-mtok"):
         GenerateSettings(task="geoquery_sql", price_per_mtok=prices).check()
+
+
+def test_max_tokens_billed_stops_cleanly_and_the_same_command_resumes(tmp_path, oracle, capsys):
+    with LLMServer(oracle, n_support="full") as server:
+        def openai_args(out, *extra):  # one request at a time: a budget is checked before each request
+            return ["generate", "geoquery_sql", "--generator", f"openai:{server.url}#m", "--num-questions", "12",
+                    "--num-samples", "5", "--min-votes", "2", "--concurrency", "1", "--output", str(out), *extra]
+
+        clean = tmp_path / "clean"
+        assert main(openai_args(clean)) == 0
+        summary = capsys.readouterr().out
+        billed = sum(int(line.split()[-1].replace(",", "")) for line in summary.splitlines()
+                     if line.startswith(("prompt tokens billed", "completion tokens billed")))
+        whole = server.requests
+        out = tmp_path / "out"
+        budget = str(billed // 3)
+        assert main(openai_args(out, "--max-tokens-billed", budget)) == 3
+        err = capsys.readouterr().err
+        assert f"stopped at --max-tokens-billed {budget}" in err and not out.exists()
+        first = server.requests - whole
+        assert main(openai_args(out)) == 0
+        assert 0 < first < whole and server.requests - whole <= whole + 1  # the 1-token check is asked again
+    assert rows(out) == rows(clean)
+    assert main(["generate", "geoquery_sql", "--max-tokens-billed", "10", "--no-cache"]) == 2
+    assert "--max-tokens-billed needs the response cache" in capsys.readouterr().err
+
+
+def test_dry_run_estimates_the_prompt_tokens_with_n(tmp_path, oracle, capsys):
+    with LLMServer(oracle, n_support="full") as server:
+        assert main(["generate", "geoquery_sql", "--generator", f"openai:{server.url}#m", "--num-questions", "12",
+                     "--num-samples", "5", "--output", str(tmp_path / "out"), "--dry-run"]) == 0
+        assert server.requests == 0
+    printed = capsys.readouterr().out
+    every = int(printed.split("prompt tokens (estimated):")[1].split()[0])
+    once = int(printed.split("if the server takes n:")[1].split()[0])
+    assert 0 < once < every / 3  # answer prompts once instead of 5 times, question prompts once instead of 4

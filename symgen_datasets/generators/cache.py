@@ -114,6 +114,9 @@ class CachedGenerator(Generator):
         max_requests: completions (cache misses) that may be requested in this process; a
             request that would pass it raises :class:`BudgetExhausted`, which stops the run
             (what was stored stays stored).
+        max_tokens_billed: tokens (prompt and completion) the requests of this process may be
+            billed; once reached, the next request raises :class:`BudgetExhausted` (a request's
+            tokens are known when it returns, so the last one may go past it).
 
     Attributes:
         sent: completions requested from the backend.
@@ -122,10 +125,12 @@ class CachedGenerator(Generator):
         cached_tokens: tokens (prompt and completion) of the completions served from the cache.
     """
 
-    def __init__(self, inner: Generator, cache: ResponseCache, max_requests: int | None = None):
+    def __init__(self, inner: Generator, cache: ResponseCache, max_requests: int | None = None,
+                 max_tokens_billed: int | None = None):
         self.inner = inner
         self.cache = cache
         self.max_requests = max_requests
+        self.max_tokens_billed = max_tokens_billed
         self.sent = 0
         self.hits = 0
         self.prompt_tokens = 0
@@ -170,6 +175,12 @@ class CachedGenerator(Generator):
                 raise BudgetExhausted(
                     f"stopped at --max-requests {self.max_requests} ({self.sent} completions requested); every "
                     f"finished response is stored in {self.cache.path}: run the same command again to resume"
+                )
+            if self.max_tokens_billed is not None and self.prompt_tokens + self.completion_tokens >= self.max_tokens_billed:
+                raise BudgetExhausted(
+                    f"stopped at --max-tokens-billed {self.max_tokens_billed} ({self.prompt_tokens + self.completion_tokens} "
+                    f"tokens billed); every finished response is stored in {self.cache.path}: run the same command "
+                    "again to resume"
                 )
             self.sent += len(missing)
             completions = await self.inner.sample(prompt, params, [seed for _, seed in missing])

@@ -327,7 +327,8 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
                               request_timeout_s=settings.request_timeout_s)
     inner = generator
     if settings.cache:
-        generator = CachedGenerator(generator, ResponseCache(settings.work_folder() / "responses.sqlite"), settings.max_requests)
+        generator = CachedGenerator(generator, ResponseCache(settings.work_folder() / "responses.sqlite"), settings.max_requests,
+                                    settings.max_tokens_billed)
     columns = Columns(task, verifier.outcome_word)
     arrow_folder = settings.work_folder() / "arrow"
     shard_folder = arrow_folder if node.world_size == 1 else arrow_folder / f"rank-{node.rank}-of-{node.world_size}"
@@ -440,6 +441,8 @@ class DryRunEstimate:
         answer_requests: answer-generation prompts (one per question).
         completions: completions asked in the first round (every prompt times its samples).
         prompt_tokens: tokens sent, estimated (every completion resends its prompt).
+        prompt_tokens_with_n: on an OpenAI-compatible server that takes ``n``, the prompt tokens
+            billed (each prompt once per request); ``None`` for other backends.
         max_generated_tokens: generated tokens at most.
     """
 
@@ -448,6 +451,7 @@ class DryRunEstimate:
     completions: int
     prompt_tokens: int
     max_generated_tokens: int
+    prompt_tokens_with_n: int | None = None
 
     def __str__(self) -> str:
         first, most = self.question_requests
@@ -457,7 +461,9 @@ class DryRunEstimate:
             f"answer-generation prompts:   {self.answer_requests}\n"
             f"completions (first round):   {self.completions}\n"
             f"prompt tokens (estimated):   {self.prompt_tokens}\n"
-            f"generated tokens (at most):  {self.max_generated_tokens}"
+            + (f"  ... if the server takes n: {self.prompt_tokens_with_n} (each prompt sent once per request)\n"
+               if self.prompt_tokens_with_n is not None else "")
+            + f"generated tokens (at most):  {self.max_generated_tokens}"
         )
 
 
@@ -472,6 +478,7 @@ def dry_run(settings: GenerateSettings, task: Task | None = None) -> DryRunEstim
     Raises:
         InputError: as :func:`run`.
     """
+    from ..generators.openai_compatible import MAX_N
     from .stages import MAX_QUESTION_REQUESTS_PER_QUESTION, QUESTIONS_PER_PROMPT
 
     inputs = load_inputs(settings, task)  # knowledge snapshots in a temporary folder: a dry run writes nothing
@@ -487,7 +494,8 @@ def dry_run(settings: GenerateSettings, task: Task | None = None) -> DryRunEstim
             answer_tokens = sum(count(task.answer_prompt(q, knowledge, demonstrations, count, answer_limit))
                                 for q in inputs.provided())
             n = inputs.num_provided
-            return DryRunEstimate((0, 0), n, n * k, answer_tokens * k, n * k * task.sampling.answer_max_new_tokens)
+            with_n = answer_tokens * math.ceil(k / MAX_N) if generator.backend == "openai" else None
+            return DryRunEstimate((0, 0), n, n * k, answer_tokens * k, n * k * task.sampling.answer_max_new_tokens, with_n)
         n = inputs.num_questions
         first = math.ceil(n * 1.25 / QUESTIONS_PER_PROMPT)
         most = MAX_QUESTION_REQUESTS_PER_QUESTION * n
@@ -502,7 +510,9 @@ def dry_run(settings: GenerateSettings, task: Task | None = None) -> DryRunEstim
         completions = first * QUESTIONS_PER_PROMPT + n * k
         prompt_tokens = int(first * QUESTIONS_PER_PROMPT * mean_question + n * k * mean_answer)
         generated = first * QUESTIONS_PER_PROMPT * task.sampling.question_max_new_tokens + n * k * task.sampling.answer_max_new_tokens
-        return DryRunEstimate((first, most), n, completions, prompt_tokens, generated)
+        with_n = (int(first * mean_question * math.ceil(QUESTIONS_PER_PROMPT / MAX_N) + n * mean_answer * math.ceil(k / MAX_N))
+                  if generator.backend == "openai" else None)
+        return DryRunEstimate((first, most), n, completions, prompt_tokens, generated, with_n)
     finally:
         knowledge.cleanup()
 
@@ -512,6 +522,14 @@ def _answer_window(generator: Generator, num_samples: int) -> int:
     the backend's concurrency, so one is always waiting when another finishes; one at a time for
     in-process backends."""
     return max(1, math.ceil(4 * generator.concurrency / num_samples)) + 1 if generator.concurrency > 1 else 1
+
+
+def _with_bill(progress, generator: Generator) -> Iterator:
+    """``progress``'s items, its bar showing the requests sent and the tokens billed so far."""
+    for item in progress:
+        tokens = getattr(generator, "prompt_tokens", 0) + getattr(generator, "completion_tokens", 0)
+        progress.set_postfix(requests=generator.requests_sent, tokens=f"{tokens:,}", refresh=False)
+        yield item
 
 
 def _rows(dataset) -> Iterator[dict]:
@@ -534,7 +552,7 @@ def _run_answer_stages(context: StageContext, questions, settings: GenerateSetti
     window = _answer_window(context.generator, settings.num_samples)
     stream = answer_stream(context, _rows(questions), window)
     progress = tqdm(stream, total=len(questions), desc="answer generation", unit="question")
-    answers = write_arrow(arrow_folder / "answers.arrow", columns.answers, progress)
+    answers = write_arrow(arrow_folder / "answers.arrow", columns.answers, _with_bill(progress, context.generator))
     progress = tqdm(verify_stream(context, answers), total=len(answers), desc="verification", unit="question")
     return write_arrow(arrow_folder / "verified.arrow", columns.verified, progress)
 

@@ -71,6 +71,8 @@ class GenerateSettings:
     max_requests: int | None = setting(None, "request at most N completions from the LLM, then stop cleanly (exit 3); "
                                        "the same command resumes", metavar="N", builder=False)
     cache: bool = setting(True, "do not store responses (no resume)", flag="--no-cache", builder=False, action="store_false")
+    max_tokens_billed: int | None = setting(None, "stop cleanly (exit 3) once the requests sent have been billed N tokens "
+                                            "(prompt and completion); the same command resumes", metavar="N", builder=False)
     price_per_mtok: str | None = setting(None, "prices per million prompt and completion tokens, e.g. 0.15,0.60: the "
                                          "summary and the card show the bill's cost", metavar="INPUT,OUTPUT", builder=False)
     task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the task's own options"})
@@ -125,6 +127,12 @@ class GenerateSettings:
         if self.max_input_chars < 1:
             raise InputError(f"--max-input-chars {self.max_input_chars}: must be at least 1")
         self.prices()
+        if self.max_tokens_billed is not None:
+            if self.max_tokens_billed < 1:
+                raise InputError(f"--max-tokens-billed {self.max_tokens_billed}: must be at least 1")
+            if not self.cache:
+                raise InputError("--max-tokens-billed needs the response cache: a run stopped at the budget resumes "
+                                 "from it; drop --no-cache (or --max-tokens-billed)")
         if self.max_requests is not None:
             if self.max_requests < 1:
                 raise InputError(f"--max-requests {self.max_requests}: must be at least 1")
