@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.llm_servers import LLMServer, OracleResponder  # noqa: E402
+from verification_throughput import K, V, candidates_for  # noqa: E402  (the SQLite benchmark's candidates)
 from tests.sql_servers import SPIDER_DATABASES, PostgresServer, load_duckdb, load_postgres, spider_database  # noqa: E402
 
 from symgen_datasets.pipeline.stages import StageContext, select, verify_stream  # noqa: E402
@@ -51,7 +51,6 @@ from symgen_datasets.tasks import get_task  # noqa: E402
 from symgen_datasets.verifiers import distinct_programs, normalize_sql  # noqa: E402
 from symgen_datasets.verifiers.engines import transpile_query  # noqa: E402
 
-K, V = 20, 5
 TASK = get_task("spider")
 
 
@@ -69,23 +68,6 @@ def execute(url: str | None, jobs: list[tuple[str, list[str]]], timeout_s: float
             return list(verifier.execute_stream((verifier.context({"db_id": d}), qs) for d, qs in jobs))
     finally:
         knowledge.cleanup()
-
-
-def candidates_for(questions: list[dict], seed: int = 0) -> list[list[str]]:
-    rng = random.Random(seed)
-    by_db: dict[str, list[str]] = {}
-    for q in questions:
-        by_db.setdefault(q["db_id"], []).append(q["query"])
-    out = []
-    for q in questions:
-        gold = q["query"]
-        right = rng.randint(4, 14)
-        others = [x for x in by_db[q["db_id"]] if x != gold] or [gold]
-        wrong = [rng.choice(others) if rng.random() < 0.7 else gold.replace("SELECT", "SELEC", 1) for _ in range(K - right)]
-        items = [gold] * right + wrong
-        rng.shuffle(items)
-        out.append(items)
-    return out
 
 
 def verify_seconds(url: str | None, questions: list[dict], candidates: list[list[str]]) -> float:

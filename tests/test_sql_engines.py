@@ -90,7 +90,8 @@ def _duck_state(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-POSTGRES_ATTACKS = [
+#: Writes and schema changes every engine must refuse (a DELETE inside a WITH too).
+WRITES = [
     "DROP TABLE singer",
     "DELETE FROM singer",
     "UPDATE singer SET age = 0",
@@ -98,6 +99,10 @@ POSTGRES_ATTACKS = [
     "CREATE TABLE pwned (x int)",
     "TRUNCATE singer",
     "WITH d AS (DELETE FROM singer RETURNING *) SELECT count(*) FROM d",
+]
+
+POSTGRES_ATTACKS = [
+    *WRITES,
     "SELECT delete_singers()",
     "SELECT count(*) FROM singer WHERE delete_singers() > 0",
     "ALTER SYSTEM SET work_mem = '1GB'",
@@ -128,13 +133,7 @@ POSTGRES_ATTACKS = [
 ]
 
 DUCKDB_ATTACKS = [
-    "DROP TABLE singer",
-    "DELETE FROM singer",
-    "UPDATE singer SET age = 0",
-    "INSERT INTO singer (singer_id) VALUES (999)",
-    "CREATE TABLE pwned (x int)",
-    "TRUNCATE singer",
-    "WITH d AS (DELETE FROM singer RETURNING *) SELECT count(*) FROM d",
+    *WRITES,
     f"COPY singer TO '{PWNED}-file.csv'",
     f"COPY (SELECT 1) TO '{PWNED}-file.parquet' (FORMAT parquet)",
     "SELECT * FROM read_csv('/etc/passwd')",

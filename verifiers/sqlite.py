@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-import time
 from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import quote
 
 from .base import ExecutionResult, Verifier
+from .engines import QueryError, QueryTimeout, engine_class
+from .engines.sqlite import SQLiteEngine
 from .pool import WORKER_MEMORY_BYTES, Chunk, WorkerPool
 
 #: Float values are rounded to this many decimals before results are compared, so that the same
@@ -263,8 +264,6 @@ def _worker_connection(context: Any) -> Any:
         if isinstance(context, (str, Path)):
             connection = connect_readonly(context)
         else:
-            from .engines import engine_class
-
             servers = [c for c in _CONNECTIONS if not isinstance(c, (str, Path))]
             if len(servers) >= MAX_ENGINE_CONNECTIONS:  # a server has a connection limit: close the oldest
                 _CONNECTIONS.pop(servers[0]).close()
@@ -273,14 +272,25 @@ def _worker_connection(context: Any) -> Any:
     return connection
 
 
-def execute_on_engine(connection: Any, target: Any, query: str, timeout_s: float, max_rows: int,
-                      columns_ordered: bool = False) -> ExecutionResult:
-    """:func:`execute_one` on an engine other than SQLite (the engine's ``fetch``, its
-    normalised rows keyed by :func:`result_keys`); never raises for a bad query."""
-    from .engines import QueryError, QueryTimeout, engine_class
+def execute_one(connection: Any, query: str, timeout_s: float, max_rows: int, columns_ordered: bool = False,
+                engine: type | None = None) -> ExecutionResult:
+    """Execute one query on an open connection under a time limit (in the calling process).
 
+    Args:
+        connection: from :func:`connect_readonly`, or from ``engine.connect``.
+        query: one SQL statement (several statements are an error).
+        timeout_s: wall-clock limit in seconds (SQLite: enforced by its progress handler).
+        max_rows: rows fetched at most; a larger result keeps the first ``max_rows + 1`` rows
+            (its key then covers those rows only).
+        columns_ordered: see :func:`result_keys`.
+        engine: the :class:`~symgen_datasets.verifiers.engines.Engine` class whose ``fetch``
+            runs it (default: SQLite's); its normalised rows are keyed by :func:`result_keys`.
+
+    Returns:
+        The :class:`ExecutionResult`; never raises for a bad query.
+    """
     try:
-        rows = engine_class(target.family).fetch(connection, query, timeout_s, max_rows)
+        rows = (engine or SQLiteEngine).fetch(connection, query, timeout_s, max_rows)
     except QueryTimeout as error:
         return ExecutionResult("timeout", error=str(error))
     except QueryError as error:
@@ -289,56 +299,20 @@ def execute_on_engine(connection: Any, target: Any, query: str, timeout_s: float
                            num_rows=len(rows))
 
 
-def execute_one(
-    connection: sqlite3.Connection, query: str, timeout_s: float, max_rows: int, columns_ordered: bool = False
-) -> ExecutionResult:
-    """Execute one query on an open connection under a time limit (in the calling process).
-
-    Args:
-        connection: from :func:`connect_readonly`.
-        query: one SQL statement (several statements are an error).
-        timeout_s: wall-clock limit in seconds, enforced by SQLite's progress handler.
-        max_rows: rows fetched at most; a larger result keeps the first ``max_rows + 1`` rows
-            (its key then covers those rows only).
-        columns_ordered: see :func:`result_keys`.
-
-    Returns:
-        The :class:`ExecutionResult`; never raises for a bad query.
-    """
-    deadline = time.monotonic() + timeout_s
-    connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
-    try:
-        rows = fetch_rows(connection, query, max_rows)
-    except sqlite3.OperationalError as error:
-        if "interrupted" in str(error):
-            return ExecutionResult("timeout", error=f"over the {timeout_s:g} s time limit")
-        return ExecutionResult("error", error=str(error))
-    except (sqlite3.Error, ValueError, OverflowError, MemoryError) as error:
-        return ExecutionResult("error", error=f"{type(error).__name__}: {error}")
-    finally:
-        connection.set_progress_handler(None, 0)
-    return ExecutionResult("ok", key=result_keys(rows, len(rows) > 1 and is_ordered(query), columns_ordered),
-                           num_rows=len(rows))
-
-
 def _execute_chunk(groups: Chunk, options: tuple[float, int, bool]) -> list[ExecutionResult]:
-    """The SQL chunk function: ``groups`` of ``(db_path, queries)`` (a path or its string),
-    ``options`` = ``(timeout_s, max_rows, columns_ordered)``."""
+    """The SQL chunk function: ``groups`` of ``(context, queries)``, a context being a SQLite
+    file (a path or its string) or an engine's ``Target``; ``options`` = ``(timeout_s, max_rows,
+    columns_ordered)``."""
     timeout_s, max_rows, columns_ordered = options
     results = []
-    from .engines import QueryError
-
     for context, queries in groups:
         try:
             connection = _worker_connection(context)
         except (sqlite3.Error, QueryError) as error:
             results.extend(ExecutionResult("error", error=f"cannot open {context}: {error}") for _ in queries)
             continue
-        if isinstance(context, (str, Path)):
-            results.extend(execute_one(connection, query, timeout_s, max_rows, columns_ordered) for query in queries)
-        else:
-            results.extend(execute_on_engine(connection, context, query, timeout_s, max_rows, columns_ordered)
-                           for query in queries)
+        engine = SQLiteEngine if isinstance(context, (str, Path)) else engine_class(context.family)
+        results.extend(execute_one(connection, query, timeout_s, max_rows, columns_ordered, engine) for query in queries)
     return results
 
 

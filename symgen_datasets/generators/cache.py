@@ -168,8 +168,7 @@ class CachedGenerator(Generator):
         found = self.cache.get_many(keys)
         missing = [(key, seed) for key, seed in zip(keys, seeds) if key not in found]
         self.hits += len(keys) - len(missing)
-        missing_keys = {key for key, _ in missing}
-        self.cached_tokens += sum(c.prompt_tokens + c.completion_tokens for k, c in found.items() if k not in missing_keys)
+        self.cached_tokens += sum(c.prompt_tokens + c.completion_tokens for c in found.values())  # the hits
         if missing:
             if self.max_requests is not None and self.sent + len(missing) > self.max_requests:
                 raise BudgetExhausted(

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from ..errors import InputError
 from ..verifiers import ExecutionResult
 from ..verifiers.pool import Chunk, WorkerPool
+from ..verifiers.engines import QueryError, QueryTimeout, engine_class
 from ..verifiers.sqlite import connect_readonly
 from . import Evaluation, share
 
@@ -140,68 +141,68 @@ def _fetch_all(connection: sqlite3.Connection, query: str, timeout_s: float) -> 
 _CONNECTIONS: dict[str, sqlite3.Connection] = {}
 
 
+def _sqlite_fetcher(db_path: str, timeout_s: float) -> Callable[[str], list[tuple]]:
+    """``fetch(query)`` on the worker's connection to a SQLite file (TEXT decoded dropping
+    invalid UTF-8, as the official evaluator does), raising the engines' ``QueryTimeout`` /
+    ``QueryError``."""
+    connection = _CONNECTIONS.get(db_path)
+    if connection is None:
+        connection = _CONNECTIONS[db_path] = connect_readonly(db_path)
+        connection.text_factory = lambda raw: raw.decode("utf-8", errors="ignore")
+
+    def fetch(query: str) -> list[tuple]:
+        try:
+            return _fetch_all(connection, query, timeout_s)
+        except sqlite3.OperationalError as error:
+            raise (QueryTimeout if "interrupted" in str(error) else QueryError)(str(error)) from None
+        except (sqlite3.Error, ValueError, OverflowError, MemoryError) as error:
+            raise QueryError(f"{type(error).__name__}: {error}") from None
+
+    return fetch
+
+
+def _engine_fetcher(target: Any, timeout_s: float) -> Callable[[str], list[tuple]]:
+    """``fetch(query)`` on the worker's connection to an engine's ``Target`` (PostgreSQL,
+    DuckDB: rows normalised by the engine).
+
+    Raises:
+        QueryError: the database cannot be opened.
+    """
+    from ..verifiers.sqlite import _worker_connection
+
+    engine = engine_class(target.family)
+    connection = _worker_connection(target)
+    return lambda query: engine.fetch(connection, query, timeout_s, MAX_ROWS - 1)
+
+
 def _judge_chunk(groups: Chunk, options: tuple[float, bool]) -> list[ExecutionResult]:
-    """Worker side: each program is ``gold + "\\x1f" + prediction``; the outcome is ``ok`` with
-    key ``"1"`` (match) or ``"0"``, or an error when the prediction does not execute."""
+    """Worker side: each program is ``gold + "\\x1f" + prediction``, on a SQLite file or an
+    engine's ``Target``; the outcome is ``ok`` with key ``"1"`` (match) or ``"0"``, an error when
+    the prediction does not execute, ``crash`` when the gold query does not."""
     timeout_s, keep_distinct = options
     results = []
-    for db_path, pairs in groups:
-        if not isinstance(db_path, str):  # an engine's Target (PostgreSQL, DuckDB)
-            results.extend(_judge_on_engine(db_path, pairs, timeout_s, keep_distinct))
+    for context, pairs in groups:
+        try:
+            fetch = _sqlite_fetcher(context, timeout_s) if isinstance(context, str) else _engine_fetcher(context, timeout_s)
+        except QueryError as error:
+            results.extend(ExecutionResult("crash", error=f"the gold query fails: {error}") for _ in pairs)
             continue
-        connection = _CONNECTIONS.get(db_path)
-        if connection is None:
-            connection = _CONNECTIONS[db_path] = connect_readonly(db_path)
-            connection.text_factory = lambda raw: raw.decode("utf-8", errors="ignore")
         for pair in pairs:
             gold, prediction, order_matters = prepare(*pair.split("\x1f", 1), keep_distinct=keep_distinct)
             try:
-                gold_rows = _fetch_all(connection, gold, timeout_s)
-            except (sqlite3.Error, ValueError, OverflowError, MemoryError) as error:
+                gold_rows = fetch(gold)
+            except QueryError as error:
                 results.append(ExecutionResult("crash", error=f"the gold query fails: {error}"))
                 continue
             try:
-                predicted_rows = _fetch_all(connection, prediction, timeout_s)
-            except sqlite3.OperationalError as error:
-                status = "timeout" if "interrupted" in str(error) else "error"
-                results.append(ExecutionResult(status, error=str(error)))
+                predicted_rows = fetch(prediction)
+            except QueryTimeout as error:
+                results.append(ExecutionResult("timeout", error=str(error)))
                 continue
-            except (sqlite3.Error, ValueError, OverflowError, MemoryError) as error:
-                results.append(ExecutionResult("error", error=f"{type(error).__name__}: {error}"))
+            except QueryError as error:
+                results.append(ExecutionResult("error", error=str(error)))
                 continue
             results.append(ExecutionResult("ok", key="1" if results_match(gold_rows, predicted_rows, order_matters) else "0"))
-    return results
-
-
-def _judge_on_engine(target: Any, pairs: list[str], timeout_s: float, keep_distinct: bool) -> list[ExecutionResult]:
-    """:func:`_judge_chunk` on an engine other than SQLite (its ``connect`` and ``fetch``, rows
-    normalised by the engine), with the same semantics."""
-    from ..verifiers.engines import QueryError, QueryTimeout, engine_class
-
-    engine = engine_class(target.family)
-    try:
-        from ..verifiers.sqlite import _worker_connection
-
-        connection = _worker_connection(target)
-    except QueryError as error:
-        return [ExecutionResult("crash", error=f"the gold query fails: {error}") for _ in pairs]
-    results = []
-    for pair in pairs:
-        gold, prediction, order_matters = prepare(*pair.split("\x1f", 1), keep_distinct=keep_distinct)
-        try:
-            gold_rows = engine.fetch(connection, gold, timeout_s, MAX_ROWS - 1)
-        except QueryError as error:
-            results.append(ExecutionResult("crash", error=f"the gold query fails: {error}"))
-            continue
-        try:
-            predicted_rows = engine.fetch(connection, prediction, timeout_s, MAX_ROWS - 1)
-        except QueryTimeout as error:
-            results.append(ExecutionResult("timeout", error=str(error)))
-            continue
-        except QueryError as error:
-            results.append(ExecutionResult("error", error=str(error)))
-            continue
-        results.append(ExecutionResult("ok", key="1" if results_match(gold_rows, predicted_rows, order_matters) else "0"))
     return results
 
 

@@ -124,9 +124,9 @@ class TextToSQLTask(Task):
         if db_dir is not None and db_url is not None:
             raise InputError("--db-dir and --db-url both given; give one (--db-dir DIR is --db-url sqlite:///DIR/{db_id}/{db_id}.sqlite)")
         if db_url is not None and str(db_url).lower().startswith("sqlite:"):
-            from ..verifiers.engines.sqlite import sqlite_pattern
+            from ..verifiers.engines import file_pattern
 
-            pattern = sqlite_pattern(str(db_url))
+            pattern = file_pattern(str(db_url))
             if not pattern.endswith("/{db_id}/{db_id}.sqlite"):
                 raise InputError(f"--db-url {db_url}: SQLite databases are read as DIR/{{db_id}}/{{db_id}}.sqlite "
                                  "(Spider's layout); write sqlite:///DIR/{db_id}/{db_id}.sqlite")

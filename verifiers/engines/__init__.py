@@ -236,6 +236,15 @@ class Engine(ABC):
         """
 
 
+def file_pattern(url: str) -> str:
+    """The file path pattern of a file engine's URL (``duckdb:///DIR/{db_id}.duckdb`` ->
+    ``/DIR/{db_id}.duckdb``; ``{db_id}`` kept)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    return unquote(parts.netloc + parts.path)
+
+
 def ids_from_pattern(pattern: str) -> list[str]:
     """The db_ids of the files a path pattern matches (``/DIR/{db_id}.duckdb``,
     ``/DIR/{db_id}/{db_id}.sqlite``): each ``{db_id}`` is the same name. Sorted."""

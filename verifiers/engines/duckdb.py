@@ -23,10 +23,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
 
 from ...errors import InputError
-from . import Column, Engine, QueryError, QueryTimeout, TableInfo, Target, ids_from_pattern, normalise_rows
+from . import Column, Engine, QueryError, QueryTimeout, TableInfo, Target, file_pattern, ids_from_pattern, normalise_rows
 
 #: DuckDB's memory limit in a worker.
 WORKER_MEMORY_LIMIT = "1GB"
@@ -60,21 +59,18 @@ class DuckDBEngine(Engine):
         "statement guard: one SELECT query, the database's own tables only, allow-listed functions only",
         "the file attached READ_ONLY",
         "enable_external_access = false, lock_configuration = true, no extension install or load",
-        "a timer interrupts a query at the time limit; one thread and 1 GB per worker",
+        "a watchdog thread interrupts a query at the time limit; one thread and 1 GB per worker",
     )
 
     def __init__(self, url: str):
         super().__init__(url)
-        parts = urlsplit(url)
-        self.pattern = unquote(parts.netloc + parts.path)
+        self.pattern = file_pattern(url)
         self._connections: dict[str, Any] = {}
         self._tables: dict[str, list[TableInfo]] = {}
 
     def path(self, db_id: str) -> Path:
         """The file of ``db_id``."""
-        if "{db_id}" in self.pattern:
-            return Path(self.pattern.replace("{db_id}", db_id))
-        return Path(self.pattern)
+        return Path(self.pattern.replace("{db_id}", db_id))
 
     def _connection(self, db_id: str):
         connection = self._connections.get(db_id)

@@ -69,8 +69,7 @@ class PostgreSQLEngine(Engine):
     def __init__(self, url: str):
         super().__init__(url)
         parts = urlsplit(url)
-        scheme = "postgresql"
-        self._parts = parts._replace(scheme=scheme)
+        self._parts = parts._replace(scheme="postgresql")
         self._templated = "{db_id}" in unquote(parts.path)
         self._sessions: dict[str, Any] = {}
         self._snapshots: dict[str, str] = {}

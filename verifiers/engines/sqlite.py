@@ -7,17 +7,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
+from typing import ClassVar
 
 from ...errors import InputError
-from . import Column, Engine, QueryError, QueryTimeout, TableInfo, Target, ids_from_pattern
-
-
-def sqlite_pattern(url: str) -> str:
-    """The file pattern of a ``sqlite:///PATH`` URL (``{db_id}`` kept)."""
-    parts = urlsplit(url)
-    return unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+from . import Column, Engine, QueryError, QueryTimeout, TableInfo, Target, file_pattern, ids_from_pattern
 
 
 class SQLiteEngine(Engine):
@@ -35,15 +28,17 @@ class SQLiteEngine(Engine):
         "SQLite's progress handler stops a query at the time limit",
     )
 
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.pattern = file_pattern(url)
+
     def _path(self, db_id: str) -> Path:
-        pattern = sqlite_pattern(self.url)
-        return Path(pattern.replace("{db_id}", db_id))
+        return Path(self.pattern.replace("{db_id}", db_id))
 
     def list_databases(self) -> list[str]:
-        pattern = sqlite_pattern(self.url)
-        if "{db_id}" not in pattern:
-            return [Path(pattern).stem]
-        return ids_from_pattern(pattern)
+        if "{db_id}" not in self.pattern:
+            return [Path(self.pattern).stem]
+        return ids_from_pattern(self.pattern)
 
     def version(self) -> str:
         return f"SQLite {sqlite3.sqlite_version}"
