@@ -2,20 +2,26 @@
 loopback server right half the time (tests.llm_servers.OracleResponder) that reports the tokens
 it bills: each request's prompt once, every returned choice.
 
-Three ways to sample the same candidates, in one run on this machine:
+Each sampling mode (``--sampling``) on two servers, in one run on this machine:
 
-* ``openai, n``: an OpenAI-compatible server that takes ``n`` (vLLM, SGLang, OpenAI): a
-  question's 20 candidates in one request, its prompt billed once (the default);
-* ``openai, one per candidate``: the same server ignoring ``n``: 20 requests per question, the
-  prompt billed 20 times (SymGen's procedure, and what this project did before);
-* ``tgi``: TGI's ``/generate`` has no ``n``: one request per candidate.
+* ``openai``: an OpenAI-compatible server that takes ``n`` (vLLM, SGLang, OpenAI);
+* ``tgi``: TGI's ``/generate``, which has no ``n``: one request per candidate, so the saving
+  comes from adaptive voting alone.
 
-For each it prints requests, billed prompt and completion tokens (from the run's bill: the
-server's ``usage``, or the tokenizer's count for TGI's prompts), tokens per kept row, precision
-of the kept rows against gold (by execution) and yield, and the saving against one request per
-candidate. Adaptive voting is not in this version of the benchmark.
+Modes: ``fixed`` (SymGen's procedure: K requests of one candidate, the prompt billed K times),
+``all`` (K candidates, one request with n where the server takes it), ``exact`` (the default:
+rounds stopped once more candidates cannot change the outcome) and ``adaptive --confidence
+0.95`` (Adaptive-Consistency's statistical stop as well).
 
-Usage: python benchmarks/llm_cost.py [--num-samples 20] [--min-votes 5]
+For each it prints requests, billed prompt and completion tokens (the run's bill: the server's
+``usage``, or the tokenizer's count for TGI's prompts), candidates sampled, tokens per kept row,
+precision of the kept rows against gold (by execution) and yield. It then checks, on each
+server, that ``exact`` keeps the same questions with the same winning clusters (result keys) as
+sampling all K of the same requests, and prints the saving of the default against ``fixed`` on
+the server that takes ``n`` (target: >= 5x fewer billed tokens per kept row), and of ``exact``
+against ``fixed`` on TGI.
+
+Usage: python benchmarks/llm_cost.py [--num-samples 20] [--min-votes 5] [--questions N]
 """
 
 from __future__ import annotations
@@ -36,15 +42,31 @@ from tests.llm_servers import LLMServer, OracleResponder  # noqa: E402
 from symgen_datasets.pipeline.run import generate  # noqa: E402
 from symgen_datasets.pipeline.settings import GenerateSettings  # noqa: E402
 from symgen_datasets.tasks import get_task  # noqa: E402
+from symgen_datasets.verifiers.sqlite import normalize_sql  # noqa: E402
+
+
+def winning_cluster(row: dict) -> str | None:
+    """The result key of a verified question's winning cluster (its representative's result)."""
+    if not row["query"]:
+        return None
+    normalised = [normalize_sql(c) for c in row["candidates"]]
+    return row["candidate_result"][normalised.index(normalize_sql(row["query"]))]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=20)
     parser.add_argument("--min-votes", type=int, default=5)
+    parser.add_argument("--questions", type=int, default=None, help="the first N dev questions (default: all 280)")
+    parser.add_argument("--accuracy", type=float, default=0.5, help="how often the simulated LLM is right (default 0.5)")
+    parser.add_argument("--embedded", type=int, default=0, metavar="N",
+                        help="instead: the embedded model (a weak LLM, on this CPU) on the first N questions, with "
+                             "--sampling all, exact and adaptive (use e.g. --num-samples 8 --min-votes 3)")
     args = parser.parse_args()
+    if args.embedded:
+        return weak_model(args)
     task = get_task("geoquery_sql")
-    dev = [json.loads(line) for line in task.references_path().read_text().splitlines()]
+    dev = [json.loads(line) for line in task.references_path().read_text().splitlines()][:args.questions]
     gold = {row["question"].strip(): row["query"] for row in dev}
     database = task.databases().source_path("geography_db")
     connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
@@ -55,31 +77,92 @@ def main() -> int:
         except sqlite3.Error:
             return False
 
-    print(f"GeoQuery-SQL dev: {len(dev)} questions, K={args.num_samples}, V={args.min_votes}, simulated LLM right 50% "
-          "of the time, on 127.0.0.1")
-    header = (f"{'sampling':<28} {'requests':>9} {'prompt tok':>11} {'compl. tok':>11} {'tok/kept row':>13} "
-              f"{'precision':>9} {'yield':>7}")
+    print(f"GeoQuery-SQL dev: {len(dev)} questions, K={args.num_samples}, V={args.min_votes}, simulated LLM right "
+          f"{args.accuracy:.0%} of the time, on 127.0.0.1")
+    header = (f"{'server, --sampling':<30} {'requests':>9} {'prompt tok':>11} {'compl. tok':>11} {'cand./q':>8} "
+              f"{'tok/kept row':>13} {'precision':>9} {'yield':>7}")
     print(header)
     print("-" * len(header))
-    figures = {}
-    for name, kind, support in (("openai, n (default)", "openai", "full"),
-                                ("openai, one per candidate", "openai", "ignore"),
-                                ("tgi (no n)", "tgi", "ignore")):
-        with LLMServer(OracleResponder(gold, accuracy=0.5), n_support=support, record=False) as server, \
-                tempfile.TemporaryDirectory() as work:
-            spec = f"openai:{server.url}#m" if kind == "openai" else f"tgi:{server.url}"
-            result = generate(GenerateSettings(task="geoquery_sql", questions=str(task.references_path()), generator=spec,
-                                               num_samples=args.num_samples, min_votes=args.min_votes, concurrency=32,
-                                               work_dir=str(Path(work) / "run")), write=False)
-            kept = [(r["question"], r["query"]) for r in result.rows]
-            bill = result.bill
-        right = sum(correct(q, s) for q, s in kept)
-        tokens = bill["prompt_tokens"] + bill["completion_tokens"]
-        figures[name] = tokens / max(1, len(kept))
-        print(f"{name:<28} {bill['requests']:>9,} {bill['prompt_tokens']:>11,} {bill['completion_tokens']:>11,} "
-              f"{tokens / max(1, len(kept)):>13,.0f} {right / max(1, len(kept)):>9.1%} {len(kept) / len(dev):>7.1%}")
-    saving = figures["openai, one per candidate"] / figures["openai, n (default)"]
-    print(f"\nbilled tokens per kept row, one request per candidate / n: {saving:.2f}x (issue target with adaptive voting: >= 5x)")
+    figures: dict[tuple[str, str], dict] = {}
+    with tempfile.TemporaryDirectory() as work:
+        questions = Path(work) / "questions.jsonl"
+        questions.write_text("".join(json.dumps({"question": r["question"], "db_id": r["db_id"]}) + "\n" for r in dev))
+        for kind, support in (("openai", "full"), ("tgi", "ignore")):
+            for sampling in ("fixed", "all", "exact", "adaptive"):
+                with LLMServer(OracleResponder(gold, accuracy=args.accuracy), n_support=support, record=False) as server:
+                    spec = f"openai:{server.url}#m" if kind == "openai" else f"tgi:{server.url}"
+                    result = generate(GenerateSettings(
+                        task="geoquery_sql", questions=str(questions), generator=spec, num_samples=args.num_samples,
+                        min_votes=args.min_votes, concurrency=32, sampling=sampling, confidence=0.95,
+                        work_dir=str(Path(work) / f"{kind}-{sampling}")), write=False)
+                kept = [(r["question"], r["query"]) for r in result.rows]
+                bill = result.bill
+                tokens = bill["prompt_tokens"] + bill["completion_tokens"]
+                right = sum(correct(q, s) for q, s in kept)
+                clusters = {row["question"]: winning_cluster(row) for row in result.candidates
+                            if row["votes"] >= args.min_votes and row["query"]}
+                figures[kind, sampling] = {
+                    "per_row": tokens / max(1, len(kept)), "precision": right / max(1, len(kept)),
+                    "yield": len(kept) / len(dev), "clusters": clusters}
+                name = f"{kind}, {sampling}" + (" (default)" if sampling == "exact" else "") + \
+                    (" 0.95" if sampling == "adaptive" else "")
+                print(f"{name:<30} {bill['requests']:>9,} {bill['prompt_tokens']:>11,} {bill['completion_tokens']:>11,} "
+                      f"{result.counts['candidates_sampled'] / len(dev):>8.1f} {tokens / max(1, len(kept)):>13,.0f} "
+                      f"{right / max(1, len(kept)):>9.1%} {len(kept) / len(dev):>7.1%}", flush=True)
+    print()
+    met = True
+    for kind in ("openai", "tgi"):
+        exact, whole = figures[kind, "exact"]["clusters"], figures[kind, "all"]["clusters"]
+        same = exact == whole
+        met &= same
+        print(f"{kind}: exact keeps the same questions with the same winning clusters as all K of the same requests: "
+              f"{'yes' if same else 'NO'} ({len(exact)} kept; all K: {len(whole)})")
+    saving = figures["openai", "fixed"]["per_row"] / figures["openai", "exact"]["per_row"]
+    met &= saving >= 5
+    print(f"openai: billed tokens per kept row, fixed / default (exact): {saving:.2f}x (target >= 5x)")
+    tgi = figures["tgi", "fixed"]["per_row"] / figures["tgi", "exact"]["per_row"]
+    print(f"tgi: billed tokens per kept row, fixed / exact: {tgi:.2f}x (adaptive voting alone)")
+    for kind in ("openai", "tgi"):
+        exact, adaptive = figures[kind, "exact"], figures[kind, "adaptive"]
+        print(f"{kind}: adaptive 0.95 vs exact: precision {100 * (adaptive['precision'] - exact['precision']):+.1f} points, "
+              f"yield {100 * (adaptive['yield'] - exact['yield']):+.1f} points, tokens per kept row "
+              f"{exact['per_row'] / adaptive['per_row']:.2f}x fewer")
+    print(f"targets: {'met' if met else 'NOT met'}")
+    return 0 if met else 1
+
+
+def weak_model(args: argparse.Namespace) -> int:
+    """The embedded model on the first ``args.embedded`` dev questions under ``all``, ``exact``
+    and ``adaptive``: candidates per question, kept rows, precision against gold and yield."""
+    task = get_task("geoquery_sql")
+    dev = [json.loads(line) for line in task.references_path().read_text().splitlines()][:args.embedded]
+    gold = {row["question"].strip(): row["query"] for row in dev}
+    connection = sqlite3.connect(f"file:{task.databases().source_path('geography_db')}?mode=ro", uri=True)
+
+    def correct(question: str, query: str) -> bool:
+        try:
+            return Counter(connection.execute(query).fetchall()) == Counter(connection.execute(gold[question]).fetchall())
+        except sqlite3.Error:
+            return False
+
+    print(f"embedded model, GeoQuery-SQL dev: {len(dev)} questions, K={args.num_samples}, V={args.min_votes}, this CPU")
+    print(f"{'--sampling':<14} {'cand./q':>8} {'kept':>5} {'correct':>8} {'precision':>9} {'yield':>7}")
+    with tempfile.TemporaryDirectory() as work:
+        questions = Path(work) / "questions.jsonl"
+        questions.write_text("".join(json.dumps({"question": r["question"], "db_id": r["db_id"]}) + "\n" for r in dev))
+        for sampling in ("all", "exact", "adaptive"):
+            try:
+                result = generate(GenerateSettings(
+                    task="geoquery_sql", questions=str(questions), generator="embedded", num_samples=args.num_samples,
+                    min_votes=args.min_votes, sampling=sampling, work_dir=str(Path(work) / sampling)), write=False)
+                kept = [(r["question"], r["query"]) for r in result.rows]
+                sampled = result.counts["candidates_sampled"]
+            except Exception as error:  # NothingKept: no question reached V
+                kept, sampled = [], getattr(error, "counts", {}).get("candidates_sampled", 0)
+            right = sum(correct(q, s) for q, s in kept)
+            precision = f"{right / len(kept):.1%}" if kept else "-"
+            print(f"{sampling:<14} {sampled / len(dev):>8.1f} {len(kept):>5} {right:>8} {precision:>9} "
+                  f"{len(kept) / len(dev):>7.1%}", flush=True)
     return 0
 
 

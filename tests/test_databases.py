@@ -60,7 +60,7 @@ def run(tmp_path: Path, db_dir: Path, server: LLMServer) -> int:
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps({"question": f"what is the total v for key {k}", "db_id": "shop"}) + "\n" for k in KEYS))
     return main(["generate", "spider", "--db-dir", str(db_dir), "--questions", str(questions), "--generator", f"tgi:{server.url}",
-                 "--num-samples", "3", "--min-votes", "2", "--output", str(tmp_path / "out")])
+                 "--num-samples", "3", "--min-votes", "2", "--sampling", "all", "--output", str(tmp_path / "out")])
 
 
 def results(tmp_path: Path) -> list[str]:

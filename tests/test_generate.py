@@ -54,10 +54,11 @@ def test_half_right_llm_over_tgi_keeps_correct_rows(tmp_path, oracle, geoquery_d
     assert len(rows) >= 0.90 * 280
     assert correct >= 0.95 * len(rows)
     assert set(rows["question_source"]) == {"provided"} and set(rows["db_id"]) == {"geography_db"}
-    assert all(r["votes"] >= 3 and r["num_candidates"] == 10 and r["logprob"] is not None for r in rows)
+    # exact voting (the default): a question's rounds stop once more candidates could not change its outcome
+    assert all(r["votes"] >= 3 and 3 <= r["num_candidates"] <= 10 and r["logprob"] is not None for r in rows)
     assert set(rows["generator"]) == {"tgi (test-llm)"}  # model id from GET /info, not the server's address
     candidates = load_rows(out, "candidates")
-    assert len(candidates) == 280 and all(len(c["candidates"]) == 10 for c in candidates)
+    assert len(candidates) == 280 and all(1 <= len(c["candidates"]) == len(c["candidate_status"]) <= 10 for c in candidates)
     assert {s for c in candidates for s in c["candidate_status"]} <= {"ok", "error", "unparsed", "timeout", "crash"}
     header = card_header(out)
     assert [c["config_name"] for c in header["configs"]] == ["default", "candidates"]
@@ -107,7 +108,7 @@ def test_embedded_model_end_to_end(tmp_path, monkeypatch):
                    "--empty-results", "agree", "--output", str(out)])
     assert status == 0
     candidates = load_rows(out, "candidates")
-    assert len(candidates) == 2 and all(len(c["candidates"]) == 4 for c in candidates)
+    assert len(candidates) == 2 and all(1 <= len(c["candidates"]) <= 4 for c in candidates)
     assert all(lp is None or lp <= 0 for c in candidates for lp in c["candidate_logprobs"])
     rows = load_rows(out)
     assert all(r["generator"].startswith("embedded (HuggingFaceTB/SmolLM2-135M-Instruct") for r in rows)

@@ -268,3 +268,32 @@ def test_openai_falls_back_to_one_request_per_seed_where_n_is_not_taken(support,
     assert server.requests - asked == 2 and all("n" not in r["parameters"] for r in server.seen[-2:])
     assert generator.n_supported is False
     assert "one request per candidate" in caplog.text
+
+
+@pytest.mark.parametrize("support", ["full", "ignore", "reject"])
+def test_openai_check_tells_whether_the_server_takes_n_before_any_generation(support, loop, caplog):
+    """The run's 1-token check asks for ``n=2``: every run, a resumed one included, knows how
+    the server samples before its first generation request (adaptive voting sizes its rounds
+    from it)."""
+    with caplog.at_level(logging.WARNING, logger="symgen_datasets.generators"):
+        with LLMServer(echo, n_support=support) as server:
+            generator = from_spec(f"openai:{server.url}#m", retry=FAST_RETRY)
+            loop.run(generator.check())
+            loop.run(generator.aclose())
+    assert generator.n_supported is (support == "full")
+    if support == "reject":  # refused (HTTP 400, not recorded by the server), then a plain 1-token check
+        assert server.requests == 2 and len(server.seen) == 1 and "n" not in server.seen[0]["parameters"]
+    else:
+        assert server.requests == 1 and server.seen[0]["parameters"]["n"] == 2
+    assert server.seen[0]["parameters"]["max_tokens"] == 1 and generator.requests_sent == 1
+    assert ("one request per candidate" in caplog.text) is (support != "full")
+
+
+def test_tgi_has_no_n_one_request_per_candidate(loop):
+    with LLMServer(echo) as server:
+        generator = from_spec(f"tgi:{server.url}", retry=FAST_RETRY)
+        loop.run(generator.check())
+        loop.run(generator.sample("-- Question: q\n", SamplingParams(0.8, 20), [3, 4, 5]))
+        loop.run(generator.aclose())
+    assert generator.n_supported is None
+    assert sorted(r["parameters"]["seed"] for r in server.seen[1:]) == [3, 4, 5]

@@ -145,7 +145,7 @@ def test_the_card_has_every_field(hub, folders):
     assert len(meta["prompt_templates"]) == 2 and sum(meta["vote_histogram"].values()) == meta["counts"]["questions"]
     body = card.split("---", 2)[2]
     for text in ('load_dataset("symgen/geo-synth", revision="v1.1.0", split="train")', "symgen verify symgen/geo-synth@v1.1.0",
-                 "| model | test-llm |", "| model revision | 0123456789abcdef |", "| minimum votes (V) | 2 |", "| candidates per question (K) | 6 |",
+                 "| model | test-llm |", "| model revision | 0123456789abcdef |", "| minimum votes (V) | 2 |", "| candidates per question (K) | 6 ",
                  "(parent: v1.0.0)", "settings.seed: 1 -> 2", "## Vote histogram", "| questions_kept |",
                  "sha256", "ye-etal-2023-generating"):
         assert text in body, text

@@ -41,3 +41,24 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
 
     with pytest.raises(InputError, match="cannot load the model"):
         from_spec(f"transformers:{tmp_path / 'no-model'}")
+
+
+def test_a_request_s_candidates_come_from_one_prompt_encoding(generator):
+    """K seeds: one prefill of the prompt, then one batched decode of K sequences (the prompt's
+    KV cache shared), and the bill: the prompt once, each candidate's tokens."""
+    loop = EventLoopThread()
+    prompt = "-- Question: how many states are there\nSELECT count(*) FROM state;\n\n-- Question: list all rivers\n"
+    calls = []
+    hook = generator.lm.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        completions = loop.run(generator.sample(prompt, SamplingParams(0.8, 6, ()), [1, 2, 3, 4]))
+    finally:
+        hook.remove()
+        loop.close()
+    prompt_length = generator.count_tokens(prompt)
+    prefills = [shape for shape in calls if shape[1] > 1]
+    assert prefills == [(1, prompt_length - 1)]  # the prompt encoded once, for one sequence
+    assert all(shape[0] == 4 for shape in calls[1:])  # then the 4 candidates decode together
+    assert completions[0].prompt_tokens == prompt_length and all(c.prompt_tokens == 0 for c in completions[1:])
+    assert all(0 < c.completion_tokens <= 6 for c in completions)

@@ -42,15 +42,30 @@ def cached(work: Path) -> int:
         return 0
 
 
-def test_kill_9_then_the_same_command_resumes_to_the_same_dataset(tmp_path, oracle):
-    with LLMServer(oracle, latency_s=0.1) as server:
+def completions(server: LLMServer) -> int:
+    """Completions the server returned to sampling requests (``n`` each where it takes ``n``)."""
+    return sum(int(r["parameters"].get("n") or 1) if server.n_support == "full" else 1 for r in server.seen
+               if r["parameters"].get("max_new_tokens", r["parameters"].get("max_tokens")) != 1)
+
+
+@pytest.mark.parametrize("backend,support,sampling", [
+    ("tgi", "ignore", "exact"),  # the default: rounds of one request per candidate
+    ("tgi", "ignore", "adaptive"),
+    ("openai", "full", "exact"),  # n > 1: a question's candidates from one request
+])
+def test_kill_9_then_the_same_command_resumes_to_the_same_dataset(tmp_path, oracle, backend, support, sampling):
+    def command(out: Path) -> list[str]:
+        spec = f"tgi:{server.url}" if backend == "tgi" else f"openai:{server.url}#m"
+        return [*args(server, out, "--sampling", sampling)[:2], "--generator", spec, *args(server, out, "--sampling", sampling)[4:]]
+
+    with LLMServer(oracle, latency_s=0.1 if backend == "tgi" else 0.4, n_support=support) as server:
         clean = tmp_path / "clean"
-        assert main(args(server, clean)) == 0
-        total = answered(server)
+        assert main(command(clean)) == 0
+        total = completions(server)
 
         out, work = tmp_path / "out", tmp_path / ".out.work"
-        before = answered(server)
-        process = subprocess.Popen([sys.executable, "-m", "symgen_datasets.cli", *args(server, out)],
+        before = completions(server)
+        process = subprocess.Popen([sys.executable, "-m", "symgen_datasets.cli", *command(out)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while cached(work) < total // 3 and process.poll() is None and time.monotonic() < deadline:
@@ -60,14 +75,16 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_dataset(tmp_path, orac
         assert process.returncode == -signal.SIGKILL and not out.exists()
         stored = cached(work)
         assert 0 < stored < total
-        first_run = answered(server) - before
+        first_run = completions(server) - before
 
-        resumed_from = answered(server)
-        assert main(args(server, out)) == 0
-        resumed = answered(server) - resumed_from
+        resumed_from = completions(server)
+        assert main(command(out)) == 0
+        resumed = completions(server) - resumed_from
     assert resumed == total - stored  # no finished request is asked again
     assert first_run >= stored
     assert rows(out) == rows(clean) and rows(out, "candidates") == rows(clean, "candidates")
+    if backend == "openai":
+        assert all(r["parameters"].get("n") == 5 for r in server.seen if r["parameters"].get("max_tokens") == 200)
 
 
 def test_max_requests_stops_cleanly_and_the_same_command_resumes(tmp_path, oracle, capsys):

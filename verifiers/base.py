@@ -100,6 +100,12 @@ class Verifier(ABC):
     #: ``"logprob"`` where members agree exactly, ``"support"`` for fuzzy agreement.
     representative: str = "logprob"
 
+    #: Whether a distinct program's cluster label depends on its outcome alone (equal results
+    #: agree), so that more candidates can only add votes to clusters: what adaptive voting's
+    #: early stop needs to be exact (:mod:`symgen_datasets.pipeline.voting`). ``False`` for a
+    #: fuzzy clustering whose clusters form from all the candidates together.
+    stable_labels: bool = True
+
     #: Cluster labels that take part in the vote but never win (see
     #: :func:`~symgen_datasets.verifiers.agreement.majority_vote`'s ``barred``); none by default.
     barred_labels: frozenset[str] = frozenset()

@@ -118,6 +118,8 @@ class BashVerifier(PooledVerifier):
     #: BLEU clusters hold the right command and its corruptions: the member sampled most often
     #: represents the cluster, not the one the model was most confident about.
     representative = "support"
+    #: leaders depend on every candidate's frequency: a new candidate can regroup the clusters
+    stable_labels = False
 
     def worker_options(self) -> Any:
         return self.utilities

@@ -68,6 +68,7 @@ class TransformersGenerator(Generator):
         torch = self._torch
         from transformers import DynamicCache, LogitsProcessorList
 
+        self.requests_sent += 1
         inputs = self.tokenizer(prompt, return_tensors="pt")
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         prompt_length = input_ids.shape[1]
@@ -110,7 +111,8 @@ class TransformersGenerator(Generator):
                     break
             text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
             values = [float(v) for v in token_scores[: max(length, 1)] if torch.isfinite(v)]
-            completions.append(Completion(text, mean_logprob(values)))
+            # the bill of compute: the prompt encoded once per request (on its first sample), each sample's tokens
+            completions.append(Completion(text, mean_logprob(values), prompt_length if not completions else 0, length))
         return completions
 
     async def sample(self, prompt: str, params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:

@@ -90,6 +90,40 @@ class OpenAIGenerator(RemoteGenerator):
         parts = await asyncio.gather(*(self._sample_group(prompt, params, group) for group in groups))
         return [completion for part in parts for completion in part]
 
+    async def check(self) -> None:
+        """:meth:`connect`, then one 1-token request with ``n=2``, which also tells whether the
+        server takes ``n`` (:attr:`n_supported`), so that every run, a resumed one included,
+        knows it before its first generation request.
+
+        Raises:
+            GenerationError: a server cannot be reached or cannot generate.
+        """
+        await self.connect()
+        if self.n_supported is not None:
+            return await super().check()
+
+        async def send() -> list[Completion] | None:
+            async with self._semaphore_for_loop():
+                try:
+                    return await self._request_n("Hello", SamplingParams(0.0, 1), 0, 2)
+                except HTTPStatusError as error:
+                    if error.status in (400, 422):
+                        return None  # the server refuses n
+                    raise
+
+        choices = await self._with_retries(send)
+        if choices is None:
+            await super().check()  # it refused n: does it generate at all?
+        else:
+            self.requests_sent += 1
+        self.n_supported = choices is not None and len(choices) == 2
+        if not self.n_supported:
+            self._warn_no_n("refuses n > 1" if choices is None else "ignores n > 1 (one choice per request)")
+
+    def _warn_no_n(self, what: str) -> None:
+        logger.warning("%s: the server %s; sampling one request per candidate (the prompt is sent and billed once per "
+                       "candidate)", self.spec, what)
+
     async def _sample_group(self, prompt: str, params: SamplingParams, seeds: list[int]) -> list[Completion]:
         async def send() -> list[Completion] | None:
             async with self._semaphore_for_loop():
@@ -108,9 +142,7 @@ class OpenAIGenerator(RemoteGenerator):
             return choices
         if self.n_supported is None:
             self.n_supported = False
-            logger.warning("%s: the server %s; sampling one request per candidate (the prompt is sent and billed "
-                           "once per candidate)", self.spec,
-                           "refuses n > 1" if choices is None else "ignores n > 1 (one choice per request)")
+            self._warn_no_n("refuses n > 1" if choices is None else "ignores n > 1 (one choice per request)")
         done = (choices or [])[:1]  # a server that ignored n answered the first seed's request
         return done + await super().sample(prompt, params, seeds[len(done):])
 

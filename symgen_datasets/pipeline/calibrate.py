@@ -117,7 +117,8 @@ def calibrate(settings: GenerateSettings, **objects) -> Calibration:
 
     Args:
         settings: the generation settings (``task``, ``questions``: the real rows with their gold
-            programs, ``generator``, ``num_samples``, ...); ``min_votes`` is ignored (1).
+            programs, ``generator``, ``num_samples``, ...); ``min_votes`` is ignored (1), and
+            ``exact``/``adaptive`` sampling becomes ``all`` (every question needs its K votes).
         objects: passed to :func:`~symgen_datasets.pipeline.run.run` (``generator``, ``loop``...).
 
     Returns:
@@ -137,7 +138,9 @@ def calibrate(settings: GenerateSettings, **objects) -> Calibration:
     knowledge = task.load_knowledge(options)
     try:
         references = task.load_references(settings.questions, knowledge, settings.max_input_chars)
-        result = generate(replace(settings, min_votes=1), write=False, **objects)
+        # every question's K candidates (the vote counts of all K give one point per V)
+        result = generate(replace(settings, min_votes=1, sampling="all" if settings.sampling != "fixed" else "fixed"),
+                          write=False, **objects)
         if result is None:  # another process of `accelerate launch`: the main one reports
             return None  # type: ignore[return-value]
         rows = list(result.candidates)

@@ -35,7 +35,7 @@ from .columns import Columns
 from .distributed import Node, current_node
 from .lock import RunLock
 from .settings import GenerateSettings
-from .stages import StageContext, answer_stream, generate_questions, select, verify_stream
+from .stages import StageContext, answer_stream, generate_questions, select, verify_stream, vote_stream
 
 
 @dataclass
@@ -201,6 +201,8 @@ def run_metadata(result: GenerateResult, inputs: RunInputs, verifier: Verifier) 
             "num_questions": inputs.num_questions,
             "questions_file": Path(settings.questions).name if settings.questions else None,
             "num_samples": settings.num_samples,
+            "sampling": settings.sampling,
+            **({"confidence": settings.confidence} if settings.sampling == "adaptive" else {}),
             "min_votes": settings.min_votes,
             "temperature": settings.temperature,
             "seed": settings.seed,
@@ -336,7 +338,7 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
     context = StageContext(
         task=task, knowledge=inputs.knowledge, verifier=verifier, demonstrations=inputs.demonstrations,
         generator=generator, loop=loop, num_samples=settings.num_samples, temperature=settings.temperature,
-        seed=settings.seed,
+        seed=settings.seed, sampling=settings.sampling, min_votes=settings.min_votes, confidence=settings.confidence,
     )
     try:
         loop.run(generator.connect())
@@ -368,7 +370,7 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
         "counts": context.counts,
         "retries": generator.retries,
         "hits": getattr(generator, "hits", 0),
-        "bill": _bill(generator),
+        "bill": {**_bill(generator), **context.tokens},
         "verified": verified,
     })
     if own_node:
@@ -406,7 +408,7 @@ def _run(settings: GenerateSettings, inputs: RunInputs, verifier: Verifier, node
         retries=sum(shard["retries"] for shard in shards),
         cached=sum(shard["hits"] for shard in shards),
         generator_n_supported=generator.n_supported,
-        bill={name: sum(shard["bill"].get(name, 0) for shard in shards) for name in shards[0]["bill"]},
+        bill={name: sum(shard["bill"].get(name, 0) for shard in shards) for name in {n for s in shards for n in s["bill"]}},
     )
     result.metadata = run_metadata(result, inputs, verifier)
     return result
@@ -452,18 +454,23 @@ class DryRunEstimate:
     prompt_tokens: int
     max_generated_tokens: int
     prompt_tokens_with_n: int | None = None
+    sampling: str = "all"
 
     def __str__(self) -> str:
         first, most = self.question_requests
         questions = f"{first} to {most}" if most else "0 (questions are given)"
+        rounds = self.sampling in ("exact", "adaptive")
         return (
             f"question-generation prompts: {questions}\n"
             f"answer-generation prompts:   {self.answer_requests}\n"
-            f"completions (first round):   {self.completions}\n"
-            f"prompt tokens (estimated):   {self.prompt_tokens}\n"
+            f"completions (first round):   {self.completions}{' at most' if rounds else ''}\n"
+            f"prompt tokens (estimated):   {self.prompt_tokens}{' at most' if rounds else ''} (one request per candidate)\n"
             + (f"  ... if the server takes n: {self.prompt_tokens_with_n} (each prompt sent once per request)\n"
-               if self.prompt_tokens_with_n is not None else "")
-            + f"generated tokens (at most):  {self.max_generated_tokens}"
+               if self.prompt_tokens_with_n is not None and self.sampling != "fixed" else "")
+            + f"generated tokens (at most):  {self.max_generated_tokens}\n"
+            + f"sampling:                    {self.sampling}"
+            + (" (rounds stop once a question's outcome is settled: usually fewer candidates, see --sampling)"
+               if rounds else "")
         )
 
 
@@ -495,7 +502,8 @@ def dry_run(settings: GenerateSettings, task: Task | None = None) -> DryRunEstim
                                 for q in inputs.provided())
             n = inputs.num_provided
             with_n = answer_tokens * math.ceil(k / MAX_N) if generator.backend == "openai" else None
-            return DryRunEstimate((0, 0), n, n * k, answer_tokens * k, n * k * task.sampling.answer_max_new_tokens, with_n)
+            return DryRunEstimate((0, 0), n, n * k, answer_tokens * k, n * k * task.sampling.answer_max_new_tokens, with_n,
+                                  settings.sampling)
         n = inputs.num_questions
         first = math.ceil(n * 1.25 / QUESTIONS_PER_PROMPT)
         most = MAX_QUESTION_REQUESTS_PER_QUESTION * n
@@ -512,7 +520,7 @@ def dry_run(settings: GenerateSettings, task: Task | None = None) -> DryRunEstim
         generated = first * QUESTIONS_PER_PROMPT * task.sampling.question_max_new_tokens + n * k * task.sampling.answer_max_new_tokens
         with_n = (int(first * mean_question * math.ceil(QUESTIONS_PER_PROMPT / MAX_N) + n * mean_answer * math.ceil(k / MAX_N))
                   if generator.backend == "openai" else None)
-        return DryRunEstimate((first, most), n, completions, prompt_tokens, generated, with_n)
+        return DryRunEstimate((first, most), n, completions, prompt_tokens, generated, with_n, settings.sampling)
     finally:
         knowledge.cleanup()
 
@@ -542,13 +550,20 @@ def _run_answer_stages(context: StageContext, questions, settings: GenerateSetti
                        arrow_folder: Path) -> ArrowTable:
     """Answer generation streamed to ``answers.arrow``, then verification streamed to
     ``verified.arrow`` (both in ``arrow_folder``), each file read back batch by batch: memory
-    holds a window of questions, whatever their number.
+    holds a window of questions, whatever their number. Under ``--sampling exact`` or
+    ``adaptive`` both run together (:func:`~symgen_datasets.pipeline.stages.vote_stream`) into
+    ``verified.arrow``.
 
     Returns:
         The verified questions (:attr:`Columns.verified`) in ``verified.arrow``.
     """
     from tqdm.auto import tqdm
 
+    if settings.sampling in ("exact", "adaptive"):  # rounds: each question verified as its candidates come
+        window = _answer_window(context.generator, max(1, settings.num_samples // 2))
+        progress = tqdm(vote_stream(context, _rows(questions), window), total=len(questions),
+                        desc=f"answer generation and verification ({settings.sampling} voting)", unit="question")
+        return write_arrow(arrow_folder / "verified.arrow", columns.verified, _with_bill(progress, context.generator))
     window = _answer_window(context.generator, settings.num_samples)
     stream = answer_stream(context, _rows(questions), window)
     progress = tqdm(stream, total=len(questions), desc="answer generation", unit="question")

@@ -53,6 +53,12 @@ class GenerateSettings:
     num_questions: int | None = setting(None, "questions to generate (default: the task's, 20 for most)", metavar="N")
     num_samples: int = setting(20, "candidates per question (default: {default})", metavar="K")
     min_votes: int = setting(5, "votes needed to keep a question (default: {default})", metavar="V")
+    sampling: str = setting("exact", "how many candidates each question gets: fixed (K, one request per candidate: "
+                            "SymGen's procedure), all (K, one request with n > 1 where the server takes it), exact "
+                            "(rounds that stop once more candidates cannot change the outcome) or adaptive (exact, plus "
+                            "a statistical stop at --confidence) (default: {default})", metavar="MODE")
+    confidence: float = setting(0.95, "--sampling adaptive: stop when the outcome holds with this probability "
+                                "(default: {default})")
     temperature: float = setting(0.8, "sampling temperature (default: {default})")
     seed: int = setting(0, "run seed; request seeds derive from it (default: {default})")
     concurrency: int = setting(16, "LLM requests in flight at most (default: {default})")
@@ -114,6 +120,12 @@ class GenerateSettings:
             raise InputError(f"--min-votes {self.min_votes}: must be between 1 and --num-samples ({self.num_samples})")
         if self.num_questions is not None and self.num_questions < 1:
             raise InputError(f"--num-questions {self.num_questions}: must be at least 1")
+        from .voting import SAMPLING_MODES
+
+        if self.sampling not in SAMPLING_MODES:
+            raise InputError(f"--sampling {self.sampling!r}: expected one of {', '.join(SAMPLING_MODES)}")
+        if not 0.5 < self.confidence < 1:
+            raise InputError(f"--confidence {self.confidence}: must be between 0.5 and 1 (exclusive), e.g. 0.95")
         if self.temperature < 0:
             raise InputError(f"--temperature {self.temperature}: must be >= 0")
         if self.concurrency < 1:

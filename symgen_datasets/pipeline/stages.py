@@ -11,18 +11,20 @@ deduplication) and yields plain rows.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import queue
 import hashlib
 import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
 from ..errors import BudgetExhausted
-from ..generators import EventLoopThread, Generator, SamplingParams, derive_seed, sample_many
+from ..generators import Completion, EventLoopThread, Generator, SamplingParams, derive_seed, sample_many
 from ..tasks import Task, TaskKnowledge, question_key
 from ..verifiers import ExecutionResult, Verifier, distinct_programs, majority_vote
 
@@ -45,7 +47,12 @@ class StageContext:
             re-verification needs no LLM).
         num_samples: candidates per question (K); temperature: their sampling temperature.
         seed: the run seed; every request's seed derives from it.
+        sampling: ``fixed``, ``all``, ``exact`` or ``adaptive`` (see
+            :mod:`~symgen_datasets.pipeline.voting`); min_votes: V; confidence: ``adaptive``'s level.
         counts: stage counters filled in as the stages run (for the summary and the card).
+        tokens: answer generation's tokens per question summed (``answer_tokens``), and what
+            SymGen's fixed procedure would have been billed for the same questions
+            (``fixed_answer_tokens``: K requests, each with the prompt and one candidate).
     """
 
     task: Task
@@ -57,7 +64,11 @@ class StageContext:
     num_samples: int = 20
     temperature: float = 0.8
     seed: int = 0
+    sampling: str = "all"
+    min_votes: int = 5
+    confidence: float = 0.95
     counts: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + amount
@@ -153,11 +164,43 @@ def _answer_requests(context: StageContext, index: int, row: dict) -> list[tuple
     return requests
 
 
+def _sample_answers(context: StageContext, prompt: str, params: SamplingParams, seeds: Sequence[int]):
+    """The coroutine sampling ``seeds``' candidates of an answer prompt: one request per candidate
+    under ``--sampling fixed`` (SymGen's procedure), else the backend's own grouping (``n`` > 1
+    where the server takes it)."""
+    generator = context.generator
+    if context.sampling != "fixed" or len(seeds) <= 1:
+        return generator.sample(prompt, params, seeds)
+
+    async def each() -> list[Completion]:
+        parts = await asyncio.gather(*(generator.sample(prompt, params, [seed]) for seed in seeds))
+        return [completion for part in parts for completion in part]
+
+    return each()
+
+
+def _count_tokens(context: StageContext, completions: Sequence[Completion], auxiliary: Sequence[Completion] = ()) -> None:
+    """Add a question's answer-generation tokens to ``context.tokens``: what its requests were
+    billed (``answer_tokens``) and what K requests of one candidate each would have been
+    (``fixed_answer_tokens``: K x (the prompt + the mean candidate's tokens)); auxiliary requests
+    count the same on both sides."""
+    if not completions:
+        return
+    prompt = max(c.prompt_tokens for c in completions)
+    generated = sum(c.completion_tokens for c in completions)
+    extra = sum(c.prompt_tokens + c.completion_tokens for c in auxiliary)
+    billed = sum(c.prompt_tokens for c in completions) + generated + extra
+    fixed = round(context.num_samples * (prompt + generated / len(completions))) + extra
+    context.tokens["answer_tokens"] = context.tokens.get("answer_tokens", 0) + billed
+    context.tokens["fixed_answer_tokens"] = context.tokens.get("fixed_answer_tokens", 0) + fixed
+
+
 def _answer_columns(context: StageContext, row: dict, results: list[list]) -> dict[str, list]:
     """A question's ``candidates`` (``""`` where no program was extracted),
     ``candidate_logprobs`` and the task's auxiliary columns, counted in ``context``."""
     task = context.task
     completions = results[0]
+    _count_tokens(context, completions, results[1] if len(results) > 1 else ())
     programs = [task.parse_answer(c.text, row) for c in completions]
     context.count("candidates_sampled", len(programs))
     context.count("candidates_parsed", sum(p is not None for p in programs))
@@ -184,12 +227,19 @@ def generate_answers(batch: Batch, indices: list[int], context: StageContext) ->
     names = list(batch)
     rows = [dict(zip(names, values)) for values in zip(*batch.values())]
     requests = [_answer_requests(context, i, row) for i, row in zip(indices, rows)]
-    flat = context.loop.run(sample_many(context.generator, [r for group in requests for r in group]))
+    # under --sampling fixed every candidate is its own request (SymGen's procedure)
+    split = [[[(prompt, params, [seed]) for seed in seeds] if position == 0 and context.sampling == "fixed"
+              else [(prompt, params, seeds)] for position, (prompt, params, seeds) in enumerate(group)]
+             for group in requests]
+    flat = context.loop.run(sample_many(context.generator, [r for group in split for parts in group for r in parts]))
     columns: Batch = {}
     position = 0
-    for row, group in zip(rows, requests):
-        answered = _answer_columns(context, row, flat[position:position + len(group)])
-        position += len(group)
+    for row, group in zip(rows, split):
+        results = []
+        for parts in group:
+            results.append([c for part in flat[position:position + len(parts)] for c in part])
+            position += len(parts)
+        answered = _answer_columns(context, row, results)
         for name, value in answered.items():
             columns.setdefault(name, []).append(value)
     return columns
@@ -221,7 +271,8 @@ def answer_stream(context: StageContext, rows: Iterable[dict], window: int) -> I
     try:
         for row in rows:
             requests = _answer_requests(context, row["question_index"], row)
-            pending.append((row, [loop.submit(generator.sample(*request)) for request in requests]))
+            pending.append((row, [loop.submit(_sample_answers(context, *request) if position == 0 else generator.sample(*request))
+                                  for position, request in enumerate(requests)]))
             while len(pending) >= window or (pending and all(f.done() for f in pending[0][1])):
                 yield oldest_answered()
         while pending:
@@ -263,9 +314,8 @@ def verify_stream(context: StageContext, rows: Iterable[dict]) -> Iterator[dict]
         ``candidate_result`` (the result key), and ``winner_detail`` (the winning outcome's
         detail, for the task's kept-row extras).
     """
-    task, verifier = context.task, context.verifier
+    verifier = context.verifier
     pending: deque[tuple[dict, list[str], list[int]]] = deque()
-    valid_column, valid_count = f"num_{verifier.outcome_word}", context.valid_count
 
     def jobs() -> Iterator[tuple[Any, list[str]]]:
         for row in rows:
@@ -273,27 +323,183 @@ def verify_stream(context: StageContext, rows: Iterable[dict]) -> Iterator[dict]
             pending.append((row, programs, index))
             yield verifier.context(row), [p for p in programs if p]
 
-    unparsed = ExecutionResult("unparsed", error="no program in the completion")
     for executed in verifier.execute_stream(jobs()):
         row, programs, index = pending.popleft()
         executed = iter(executed)
-        outcomes = [next(executed) if program else unparsed for program in programs]
-        vote = majority_vote(row["candidates"], outcomes, row["candidate_logprobs"], (programs, index),
-                             verifier.cluster_labels(outcomes, index), verifier.barred_labels,
-                             getattr(verifier, "representative", "logprob"))
-        context.count(valid_count, vote.num_executable)
-        yield {
-            **row,
-            task.answer_field: vote.program or "",
-            "votes": vote.votes,
-            "num_candidates": vote.num_candidates,
-            valid_column: vote.num_executable,
-            "num_distinct_results": vote.num_distinct_results,
-            "logprob": vote.logprob,
-            "candidate_status": [outcomes[i].status for i in index],
-            "candidate_result": [outcomes[i].key for i in index],
-            "winner_detail": outcomes[vote.winner].detail if vote.winner is not None else None,
-        }
+        yield _voted_row(context, row, programs, index, [next(executed) if program else UNPARSED for program in programs])
+
+
+#: The outcome of a candidate from which no program was extracted.
+UNPARSED = ExecutionResult("unparsed", error="no program in the completion")
+
+
+def _voted_row(context: StageContext, row: dict, programs: list[str], index: list[int],
+               outcomes: list[ExecutionResult]) -> dict:
+    """``row`` with the :func:`verify_columns` of the shared majority vote over its candidates
+    (``programs, index``: their :func:`distinct_programs`; one outcome per distinct program)."""
+    task, verifier = context.task, context.verifier
+    vote = majority_vote(row["candidates"], outcomes, row["candidate_logprobs"], (programs, index),
+                         verifier.cluster_labels(outcomes, index), verifier.barred_labels,
+                         getattr(verifier, "representative", "logprob"))
+    context.count(context.valid_count, vote.num_executable)
+    return {
+        **row,
+        task.answer_field: vote.program or "",
+        "votes": vote.votes,
+        "num_candidates": vote.num_candidates,
+        f"num_{verifier.outcome_word}": vote.num_executable,
+        "num_distinct_results": vote.num_distinct_results,
+        "logprob": vote.logprob,
+        "candidate_status": [outcomes[i].status for i in index],
+        "candidate_result": [outcomes[i].key for i in index],
+        "winner_detail": outcomes[vote.winner].detail if vote.winner is not None else None,
+    }
+
+
+class _VerificationRequests:
+    """Verification asked for by the question coroutines of :func:`vote_stream` (on the event
+    loop's thread) and served in batches by the thread that reads the stream, so that one thread
+    drives the verifier's workers. A wake-up (:meth:`wake`) ends a wait without a request."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+
+    async def execute(self, verifier_context: Any, programs: list[str]) -> list[ExecutionResult]:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((verifier_context, programs, future))
+        return await asyncio.wrap_future(future)
+
+    def wake(self) -> None:
+        self._queue.put(None)
+
+    def serve(self, verifier: Verifier) -> None:
+        """Wait for a request or a wake-up, then run every request waiting as one stream."""
+        items = [self._queue.get()]
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        jobs = [item for item in items if item is not None and item[2].set_running_or_notify_cancel()]
+        if not jobs:
+            return
+        try:
+            results = list(verifier.execute_stream((context, programs) for context, programs, _ in jobs))
+        except BaseException as error:
+            for _, _, future in jobs:
+                future.set_exception(error)
+            raise
+        for (_, _, future), outcomes in zip(jobs, results):
+            future.set_result(outcomes)
+
+
+async def _answer_in_rounds(context: StageContext, row: dict, verification: _VerificationRequests,
+                            completion_estimate: float) -> dict:
+    """One question under adaptive voting: sample its candidates in rounds (sizes from
+    :func:`~symgen_datasets.pipeline.voting.round_size`; candidate ``i`` keeps the seed it has
+    under fixed sampling), verify each new distinct program, and stop once
+    :func:`~symgen_datasets.pipeline.voting.settled`. Returns the row with its answer and
+    :func:`verify_columns`."""
+    from .voting import round_size, settled, tally
+
+    task, generator, verifier = context.task, context.generator, context.verifier
+    requests = _answer_requests(context, row["question_index"], row)
+    prompt, params, seeds = requests[0]
+    # clusters that depend on each other (fuzzy agreement) are only final once all K are in
+    rule = context.sampling if getattr(verifier, "stable_labels", True) else "all"
+    auxiliary = asyncio.ensure_future(generator.sample(*requests[1])) if len(requests) > 1 else None
+    completions: list[Completion] = []
+    aux_completions: list[Completion] = []
+    known: dict[str, ExecutionResult] = {}
+    verifier_context, clusters, parsed = None, [], []
+    prompt_estimate = generator.count_tokens(prompt)
+    try:
+        while True:
+            per_request = prompt_estimate if generator.n_supported else 0  # a request's prompt billed once for its samples
+            measured = [c.completion_tokens for c in completions if c.completion_tokens]
+            size = round_size(clusters, len(completions), context.num_samples, context.min_votes, rule, context.confidence,
+                              per_request, sum(measured) / len(measured) if measured else completion_estimate)
+            if size <= 0:
+                break
+            new = await generator.sample(prompt, params, seeds[len(completions):len(completions) + size])
+            completions += new
+            prompt_estimate = max([c.prompt_tokens for c in completions] + [0]) or prompt_estimate
+            if auxiliary is not None:
+                aux_completions = await auxiliary
+                auxiliary = None
+            parsed += [task.parse_answer(c.text, row) or "" for c in new]
+            programs, index = distinct_programs(parsed, verifier.normalize)
+            missing = [program for program in programs if program and program not in known]
+            if missing:
+                if verifier_context is None:
+                    aux_columns = task.parse_auxiliary(row, [c.text for c in aux_completions]) if len(requests) > 1 else {}
+                    verifier_context = verifier.context({**row, **aux_columns, "candidates": parsed})
+                known.update(zip(missing, await verification.execute(verifier_context, missing)))
+            outcomes = [known[program] if program else UNPARSED for program in programs]
+            clusters = tally(outcomes, index, verifier.cluster_labels(outcomes, index), verifier.barred_labels)
+            if settled(clusters, len(completions), context.num_samples, context.min_votes, rule, context.confidence):
+                break
+    finally:
+        if auxiliary is not None:
+            auxiliary.cancel()
+    answered = {**row, **_answer_columns(context, row, [completions, aux_completions] if len(requests) > 1 else [completions])}
+    programs, index = distinct_programs(answered["candidates"], verifier.normalize)
+    return _voted_row(context, answered, programs, index, [known[p] if p else UNPARSED for p in programs])
+
+
+def vote_stream(context: StageContext, rows: Iterable[dict], window: int) -> Iterator[dict]:
+    """Answer generation, verification and the vote together, each question sampled in rounds
+    until its outcome is settled (``--sampling exact`` or ``adaptive``; see
+    :mod:`~symgen_datasets.pipeline.voting`).
+
+    Up to ``window`` questions are in flight at once, each a coroutine on the generator's event
+    loop; their verification is run in batches by the thread reading this stream. Rows come out
+    in order, as from :func:`answer_stream` followed by :func:`verify_stream`, with
+    ``candidates`` holding the candidates sampled (K at most). A resumed run asks the same
+    rounds: a round's size depends only on the question's own earlier responses (stored in the
+    response cache) and on the backend.
+
+    Raises:
+        GenerationError: a request failed for good; the questions in flight are cancelled.
+        BudgetExhausted: ``--max-requests`` or ``--max-tokens-billed`` was reached; the
+            requests in flight finish (and are stored) first.
+    """
+    task, loop, generator = context.task, context.loop, context.generator
+    answers = [generator.count_tokens(d.get(task.answer_field) or "") for d in context.demonstrations]
+    completion_estimate = max(1.0, sum(answers) / len(answers)) if answers else 32.0
+    verification = _VerificationRequests()
+    pending: deque[concurrent.futures.Future] = deque()
+    rows = iter(rows)
+    more = True
+    stopped: BudgetExhausted | None = None
+    try:
+        while True:
+            while more and stopped is None and len(pending) < window:
+                row = next(rows, None)
+                if row is None:
+                    more = False
+                    break
+                future = loop.submit(_answer_in_rounds(context, row, verification, completion_estimate))
+                future.add_done_callback(lambda _: verification.wake())
+                pending.append(future)
+            if not pending:
+                break
+            if pending[0].done():
+                try:
+                    answered = pending.popleft().result()
+                except BudgetExhausted as error:
+                    stopped = stopped or error
+                    continue
+                if stopped is None:
+                    yield answered
+                continue
+            verification.serve(context.verifier)
+        if stopped is not None:
+            raise stopped
+    finally:
+        for future in pending:
+            future.cancel()
+        concurrent.futures.wait(pending)
 
 
 def verify(batch: Batch, context: StageContext) -> Batch:

@@ -14,7 +14,12 @@ def _bill_lines(bill: dict) -> list[tuple[str, str]]:
     """The token bill's lines (requests, prompt and completion tokens billed, tokens from the cache)."""
     names = {"requests": "generation requests", "prompt_tokens": "prompt tokens billed",
              "completion_tokens": "completion tokens billed", "cached_tokens": "tokens from the cache"}
-    return [(names[name], f"{bill[name]:,}") for name in names if name in (bill or {})]
+    lines = [(names[name], f"{bill[name]:,}") for name in names if name in (bill or {})]
+    if (bill or {}).get("answer_tokens") and bill.get("fixed_answer_tokens"):
+        lines.append(("saving against SymGen's", f"{bill['fixed_answer_tokens'] / bill['answer_tokens']:.1f}x fewer "
+                      f"answer-generation tokens ({bill['answer_tokens']:,} vs {bill['fixed_answer_tokens']:,} for one "
+                      "request per candidate)"))
+    return lines
 
 
 def embedded_calibration(task: Any, min_votes: int) -> str | None:
