@@ -69,12 +69,12 @@ def train_and_evaluate(rows_file: Path, folder: Path, seed: int, args: argparse.
         recipe_file.unlink(missing_ok=True)
         from symgen_datasets.pipeline.evaluate import evaluate, model_predictions
         from symgen_datasets.tasks import get_task
-        from symgen_datasets.training.finetune import main as train
+        from symgen_datasets.training import TrainConfig, train
 
-        train(["--dataset", str(rows_file), "--task", "rte", "--model", "embedded", "--output-dir", str(folder / "model"),
-               "--num-train-epochs", str(args.epochs), "--learning-rate", str(args.learning_rate),
-               "--per-device-train-batch-size", str(args.batch_size), "--max-source-length", str(args.max_source_length),
-               "--warmup-ratio", "0.1", "--seed", str(seed), "--eval-strategy", "no"])
+        train(TrainConfig(dataset=str(rows_file), task="rte", model="embedded", output_dir=str(folder / "model"),
+                          num_train_epochs=args.epochs, learning_rate=args.learning_rate,
+                          per_device_train_batch_size=args.batch_size, max_source_length=args.max_source_length,
+                          warmup_ratio=0.1, seed=seed, eval_strategy="no"))
         task = get_task("rte")
         predict, _ = model_predictions(str(folder / "model"), task, batch_size=64)
         evaluate(task, predict, f"model:{folder / 'model'}", output_dir=folder / "evaluation")

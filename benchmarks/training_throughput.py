@@ -82,14 +82,13 @@ def run_trainer(args: argparse.Namespace) -> dict:
 
 def run_ours(args: argparse.Namespace) -> dict:
     """Train with ``training/finetune.py`` (in this process)."""
-    from symgen_datasets.training.finetune import main
+    from symgen_datasets.training import TrainConfig, train
 
-    main(["--dataset", args.dataset, "--task", args.task, "--model", args.model, "--output-dir", args.output,
-          "--max-steps", str(args.max_steps), "--learning-rate", str(args.learning_rate),
-          "--per-device-train-batch-size", str(args.batch_size), "--seed", str(args.seed),
-          "--eval-strategy", "no", "--save-steps", str(10 ** 9), "--logging-steps", "10"])
-    training = json.loads((Path(args.output) / "symgen_task_model.json").read_text())["training"]
-    return {"tokens_per_s": training["train_tokens_per_s"], "peak_memory_mib": training["peak_memory_mib"]}
+    result = train(TrainConfig(dataset=args.dataset, task=args.task, model=args.model, output_dir=args.output,
+                               max_steps=args.max_steps, learning_rate=args.learning_rate,
+                               per_device_train_batch_size=args.batch_size, seed=args.seed, eval_strategy="no",
+                               save_steps=10 ** 9, logging_steps=10))
+    return {"tokens_per_s": result.train_tokens_per_s, "peak_memory_mib": result.peak_memory_mib}
 
 
 def measure(method: str, args: argparse.Namespace, folder: Path) -> dict:

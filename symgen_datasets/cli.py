@@ -470,13 +470,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _s3(args: argparse.Namespace, train_args: list[str]) -> int:
+def _s3(args: argparse.Namespace, train_flags: list[str]) -> int:
     from .s3 import S3Settings, run_s3
+    from .training.config import overrides_of
 
     settings = S3Settings(
         generate=_settings(args, S3_EXCLUDED), validation=args.validation, test=args.test,
         output_dir=args.output_dir or f"./{args.task}-s3", rounds=args.rounds, patience=args.patience,
-        test_every=args.test_every, model=args.model, train_args=train_args, errors_per_prompt=args.errors_per_prompt,
+        test_every=args.test_every, model=args.model, train=overrides_of(train_flags), errors_per_prompt=args.errors_per_prompt,
         examples_per_error=args.examples_per_error, max_errors=args.max_errors, push_to_hub=args.push_to_hub,
         version=args.version, private=args.private, resume=args.resume,
     )

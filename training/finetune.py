@@ -17,13 +17,13 @@ value`` pairs are the task's options (``--db-dir DIR`` for SQL).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,8 +37,8 @@ from symgen_datasets.errors import InputError
 from symgen_datasets.io import read_records, validate_record
 from symgen_datasets.tasks import get_task
 from symgen_datasets.tasks.base import parse_task_flags
+from symgen_datasets.training.config import TrainConfig, train_parser
 from symgen_datasets.training.task_model import (
-    EMBEDDED,
     TaskModelConfig,
     encode,
     load_base_model,
@@ -56,93 +56,42 @@ RESUME_SETTINGS = ("dataset", "task", "model", "learning_rate", "seed", "per_dev
                    "gradient_accumulation_steps", "lr_scheduler_type", "weight_decay", "warmup_ratio", "num_processes")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line (hyper-parameters take ``TrainingArguments``' names); the ``--name
-    value`` pairs left over are the task's options (``args.task_options``)."""
-    parser = argparse.ArgumentParser(prog="symgen train", description="Fine-tune a small task model on a symgen "
-                                     "dataset (Accelerate), evaluating on real dev data each epoch and keeping the best.")
-    parser.add_argument("--dataset", required=True, help="Hub dataset id[@REVISION], a folder written by `symgen "
-                        "generate`, or a JSONL/JSON file of rows with the task's fields")
-    parser.add_argument("--task", help="the task (default: the dataset card's)")
-    parser.add_argument("--model", default=EMBEDDED, help="the base model: a Hub id, a folder, or `embedded` "
-                        "(SmolLM2-135M-Instruct, offline; the default)")
-    parser.add_argument("--output-dir", required=True, help="where the best model, its card and the checkpoints go")
-    parser.add_argument("--eval-references", metavar="FILE", help="real dev rows (default: the task's packaged dev set)")
-    parser.add_argument("--eval-limit", type=int, metavar="N", help="evaluate on the first N dev rows only")
-    parser.add_argument("--eval-strategy", choices=("epoch", "steps", "no"), default="epoch")
-    parser.add_argument("--eval-steps", type=int, metavar="N", help="with --eval-strategy steps: every N optimizer steps")
-    parser.add_argument("--num-train-epochs", type=float, default=3.0)
-    parser.add_argument("--max-steps", type=int, default=-1, help="optimizer steps in all (overrides --num-train-epochs)")
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--warmup-ratio", type=float, default=0.0)
-    parser.add_argument("--lr-scheduler-type", default="linear")
-    parser.add_argument("--per-device-train-batch-size", type=int, default=8)
-    parser.add_argument("--per-device-eval-batch-size", type=int, default=16)
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    parser.add_argument("--max-grad-norm", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (default: on GPUs that support it)")
-    parser.add_argument("--fp16", action="store_true", help="fp16 mixed precision")
-    parser.add_argument("--save-steps", type=int, default=500, help="a checkpoint every N optimizer steps")
-    parser.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (the latest)")
-    parser.add_argument("--resume-from-checkpoint", metavar="DIR", help="a checkpoint folder, or `latest` "
-                        "(the newest under OUTPUT_DIR/checkpoints)")
-    parser.add_argument("--logging-steps", type=int, default=10)
-    parser.add_argument("--max-source-length", type=int, default=512, help="input tokens at most")
-    parser.add_argument("--max-target-length", type=int, help="target tokens at most (and generated); default: fitted "
-                        "to the training answers (the longest x 1.25 + 8, in steps of 16, at most 512)")
-    parser.add_argument("--baseline-metrics", metavar="FILE", help="metrics.json of `symgen evaluate --generator` "
-                        "on the same references: the generator LLM's own score, shown in the card beside the model's")
-    parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
-    parser.add_argument("--overwrite-output-dir", action="store_true", help="train into a non-empty --output-dir, "
-                        "removing what an earlier run left there (without it, such a folder is refused unless resuming)")
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The command line as a :class:`TrainConfig` (flags derived from its fields, under
+    ``TrainingArguments``' names); the ``--name value`` pairs left over are the task's options
+    (``config.task_options``). Exits with status 2 on a bad flag, before any model or data is
+    loaded."""
+    parser = train_parser()
     args, extra = parser.parse_known_args(argv)
-    args.task_options = parse_task_flags(extra)
-    for problem in argument_problems(args):
-        parser.error(problem)  # exit 2, before any model or data is loaded
-    return args
+    config = TrainConfig(**vars(args), task_options=parse_task_flags(extra))
+    for problem in config.problems():
+        parser.error(problem)
+    return config
 
 
-def argument_problems(args: argparse.Namespace) -> list[str]:
-    """What is wrong with the hyper-parameters and the output folder, one message per flag."""
-    from transformers import SchedulerType
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
 
-    problems = []
-    positive = {"learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
-                "per_device_eval_batch_size": args.per_device_eval_batch_size,
-                "gradient_accumulation_steps": args.gradient_accumulation_steps, "save_steps": args.save_steps,
-                "logging_steps": args.logging_steps, "max_source_length": args.max_source_length}
-    if args.max_target_length is not None:
-        positive["max_target_length"] = args.max_target_length
-    if args.max_steps <= 0:
-        positive["num_train_epochs"] = args.num_train_epochs
-    for name, value in positive.items():
-        if not value > 0:
-            problems.append(f"--{name.replace('_', '-')} {value}: must be positive")
-    for name in ("eval_limit", "eval_steps"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            problems.append(f"--{name.replace('_', '-')} {value}: must be a positive number of "
-                            f"{'rows' if name == 'eval_limit' else 'steps'}")
-    if not 0 <= args.warmup_ratio <= 1:
-        problems.append(f"--warmup-ratio {args.warmup_ratio}: must be between 0 and 1")
-    if args.weight_decay < 0 or args.max_grad_norm <= 0:
-        problems.append("--weight-decay must be >= 0 and --max-grad-norm > 0")
-    schedulers = [kind.value for kind in SchedulerType]
-    if args.lr_scheduler_type not in schedulers:
-        problems.append(f"--lr-scheduler-type {args.lr_scheduler_type}: unknown; one of {', '.join(schedulers)}")
-    if args.eval_strategy == "steps" and not args.eval_steps:
-        problems.append("--eval-strategy steps needs --eval-steps N")
-    output = Path(args.output_dir)
-    for folder in [output, *output.parents]:
-        if folder.exists() and not folder.is_dir():
-            problems.append(f"--output-dir {args.output_dir}: {folder} is a file, not a folder")
-            break
-    return problems
+    Attributes:
+        output_dir: the model's folder (the best model, its card, the checkpoints).
+        steps: optimizer steps taken.
+        best: the best dev evaluation (``step``, ``epoch`` and the task's metrics), ``None``
+            without evaluation.
+        history: every dev evaluation, in order.
+        train_tokens_per_s: training tokens per second (padding excluded), all processes.
+        peak_memory_mib: the largest peak memory of the processes (GPU memory on a GPU, else RSS).
+    """
+
+    output_dir: Path
+    steps: int
+    best: dict | None
+    history: list[dict]
+    train_tokens_per_s: float | None
+    peak_memory_mib: float
 
 
-def check_output_dir(args: argparse.Namespace) -> None:
+def check_output_dir(args: TrainConfig) -> None:
     """Refuse an output folder that would mix two runs or overwrite a dataset; with
     ``--overwrite-output-dir``, empty it (an earlier run's checkpoints must never be resumed
     under this run's card).
@@ -257,7 +206,7 @@ def weight_file_digests(folder: Path) -> dict[str, str]:
             if path.is_file() and (path.name.endswith(".safetensors") or path.name.endswith(".safetensors.index.json"))}
 
 
-def mixed_precision(args: argparse.Namespace) -> str | None:
+def mixed_precision(args: TrainConfig) -> str | None:
     """``--bf16``/``--fp16``; else what ``accelerate launch`` set; else bf16 on a GPU that has it."""
     if args.bf16:
         return "bf16"
@@ -265,7 +214,7 @@ def mixed_precision(args: argparse.Namespace) -> str | None:
         return "fp16"
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return None  # the launcher's choice
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not args.cpu else "no"
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not args.use_cpu else "no"
 
 
 def peak_memory_mib() -> float:
@@ -278,11 +227,28 @@ def peak_memory_mib() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train; returns 0 (errors are raised as :class:`~symgen_datasets.errors.SymgenError`)."""
-    args = parse_args(argv)
+    """``symgen train`` and ``accelerate launch training/finetune.py``: parse, then :func:`train`;
+    returns 0 (errors are raised as :class:`~symgen_datasets.errors.SymgenError`)."""
+    train(parse_args(argv))
+    return 0
+
+
+def train(args: TrainConfig) -> TrainResult:
+    """Fine-tune ``args.model`` on ``args.dataset`` (one process, or each process of
+    ``accelerate launch``), evaluating on real dev rows and keeping the best model in
+    ``args.output_dir`` with its card.
+
+    Returns:
+        A :class:`TrainResult` (in every process).
+
+    Raises:
+        InputError: a bad setting (every problem named), a dataset or output folder that cannot
+            be used, or a checkpoint of another run.
+    """
+    args.check()
     output = Path(args.output_dir)
     accelerator = Accelerator(
-        cpu=args.cpu or not torch.accelerator.is_available(),  # several CPU processes: gloo
+        cpu=args.use_cpu or not torch.accelerator.is_available(),  # several CPU processes: gloo
         mixed_precision=mixed_precision(args),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # the same order after a resume
@@ -311,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- the model and the examples --------------------------------------------------------------
     model, tokenizer, architecture = load_base_model(args.model, task=task)
-    if args.max_target_length is None:
-        args.max_target_length = fitted_target_length(task, rows, tokenizer, architecture)
+    if args.max_target_length is None:  # fitted (a copy: the caller's config is left as given)
+        args = replace(args, max_target_length=fitted_target_length(task, rows, tokenizer, architecture))
     config = TaskModelConfig(task=task.name, architecture=architecture, max_source_length=args.max_source_length,
                              max_target_length=args.max_target_length, base_model=args.model,
                              task_options={k: (Path(v).name if k.endswith("_dir") and v else v)
@@ -496,10 +462,7 @@ def main(argv: list[str] | None = None) -> int:
 
             references.update(sha256=file_sha256(args.eval_references or task.references_path()), rows=len(dev_rows),
                               limit=args.eval_limit)
-        hyper = {name: getattr(args, name) for name in (
-            "num_train_epochs", "max_steps", "learning_rate", "weight_decay", "warmup_ratio", "lr_scheduler_type",
-            "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_grad_norm",
-            "seed", "max_source_length", "max_target_length", "eval_strategy", "eval_steps", "eval_limit")}
+        hyper = args.hyperparameters()
         config.training = {
             "task_card": task_card_block(task), "dataset": dataset_info, "dataset_source": Path(args.dataset).name if Path(args.dataset).exists() else args.dataset, "rows": len(rows), "hyperparameters": hyper,
             "steps": state["global_step"], "epochs": round(state["global_step"] / steps_per_epoch, 3),
@@ -523,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.end_training()
     if lock is not None:
         lock.__exit__(None, None, None)
-    return 0
+    return TrainResult(output, state["global_step"], state["best"], state["history"],
+                       round(state["tokens"] / state["seconds"], 1) if state["seconds"] else None, round(peak, 1))
 
 
 def rows_digest(rows: list[dict]) -> str:

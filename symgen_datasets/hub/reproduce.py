@@ -197,23 +197,27 @@ def reproduce(source: str, references: str | None = None, task_options: dict[str
     reproduced = measure(str(folder))
     retrained = None
     if retrain:
-        from ..training.finetune import main as train
+        from ..training import train
 
         with tempfile.TemporaryDirectory(prefix="symgen-retrain-") as scratch:
             target = Path(output_dir) if output_dir else Path(scratch) / "model"
-            train(retrain_arguments(config, target, path if references is not None else None, task_options))
+            train(retrain_config(config, target, path if references is not None else None, task_options))
             retrained = measure(str(target))
     return ReproduceReport(source, revision, config.task, reported, reproduced, tolerance,
                            {**recorded, "path": str(path)}, retrained, shown_metrics(card_text), weights)
 
 
-def retrain_arguments(config, output_dir: Path, references: Path | None, task_options: dict[str, Any] | None) -> list[str]:
-    """The ``symgen train`` arguments that repeat a model's training from its card: the dataset at
-    its recorded commit, the base model, the hyper-parameters and the seed.
+def retrain_config(config, output_dir: Path, references: Path | None, task_options: dict[str, Any] | None):
+    """The :class:`~symgen_datasets.training.TrainConfig` that repeats a model's training from its
+    card: the dataset at its recorded commit, the base model, the hyper-parameters and the seed.
 
     Raises:
         InputError: the card's dataset was a local folder or file that cannot be found again.
     """
+    from dataclasses import fields
+
+    from ..training.config import HYPERPARAMETERS, TrainConfig
+
     training = config.training or {}
     dataset = training.get("dataset") or {}
     if dataset.get("id"):
@@ -224,16 +228,12 @@ def retrain_arguments(config, output_dir: Path, references: Path | None, task_op
         raise InputError("--retrain needs the training data: the card's dataset is "
                          f"{dataset.get('file') or dataset.get('path')!r}, which is not on the Hub (a local folder is "
                          "recorded by its name: run from the folder that holds it)")
-    arguments = ["--dataset", source, "--task", config.task, "--model", config.base_model, "--output-dir", str(output_dir)]
-    for name, value in (training.get("hyperparameters") or {}).items():
-        if value is None:
-            continue
-        arguments += [f"--{name.replace('_', '-')}", str(value)]
-    if references is not None:
-        arguments += ["--eval-references", str(references)]
-    for name, value in (task_options or {}).items():
-        arguments += [f"--{name.replace('_', '-')}", str(value)]
-    return arguments
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in HYPERPARAMETERS}
+    recorded = {name: value for name, value in (training.get("hyperparameters") or {}).items()
+                if name in defaults and value is not None}
+    return TrainConfig(dataset=source, task=config.task, model=config.base_model, output_dir=str(output_dir),
+                       eval_references=str(references) if references is not None else None,
+                       task_options=dict(task_options or {}), **recorded)
 
 
 def format_report(report: ReproduceReport) -> str:

@@ -19,7 +19,7 @@ from ..io import MAX_INPUT_CHARS
 
 
 def setting(default: Any, help: str, flag: str | None = None, metavar: str | None = None, builder: bool = True,
-            action: str | None = None) -> Any:
+            action: str | None = None, choices: tuple | None = None) -> Any:
     """A settings field: its default and, in its metadata, how it appears on the command line.
 
     Args:
@@ -30,9 +30,12 @@ def setting(default: Any, help: str, flag: str | None = None, metavar: str | Non
         builder: whether the builders' ``BuilderConfig`` has this field (settings about where a
             run writes, or how it stops, do not shape the data and are left out).
         action: an ``argparse`` action (``store_true``, ``store_false``).
+        choices: the values the flag accepts, when they are few.
+
+    ``default`` may be :data:`dataclasses.MISSING`: a required field (a required flag).
     """
-    return field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar, "builder": builder,
-                                            "action": action})
+    metadata = {"help": help, "flag": flag, "metavar": metavar, "builder": builder, "action": action, "choices": choices}
+    return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -155,9 +158,10 @@ class GenerateSettings:
                 )
 
 
-def command_line_fields() -> list[Field]:
-    """The settings that are command-line flags (all but ``task`` and ``task_options``)."""
-    return [f for f in fields(GenerateSettings) if "flag" in f.metadata]
+def command_line_fields(cls: type = None) -> list[Field]:
+    """The fields of ``cls`` (default :class:`GenerateSettings`) that are command-line flags
+    (made with :func:`setting`; ``task`` and ``task_options`` are not)."""
+    return [f for f in fields(cls or GenerateSettings) if "flag" in f.metadata]
 
 
 def flag_of(f: Field) -> str:
@@ -168,17 +172,33 @@ def flag_of(f: Field) -> str:
 def add_setting_arguments(parser: argparse.ArgumentParser, spec_help: str, exclude: tuple[str, ...] = ()) -> None:
     """Add one flag per setting to ``parser`` (``dest`` = the setting's name, the default and
     help from :class:`GenerateSettings`), but for the settings named in ``exclude``."""
-    for f in command_line_fields():
+    add_dataclass_arguments(parser, GenerateSettings, exclude, spec_help=spec_help)
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = (),
+                            only_given: bool = False, **formats: str) -> None:
+    """Add one flag per :func:`setting` field of the dataclass ``cls`` to ``parser``: ``dest`` is
+    the field's name, the default and help (``{default}`` and ``formats`` filled in) come from the
+    field; a field without a default is a required flag. With ``only_given``, nothing is
+    required and absent flags leave no attribute (the flags a user gave, as overrides)."""
+    for f in command_line_fields(cls):
         if f.name in exclude:
             continue
-        help_text = f.metadata["help"].format(default=f.default, spec_help=spec_help)
-        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": help_text}
+        default = None if f.default is MISSING else f.default
+        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"].format(default=default, **formats)}
+        if only_given:
+            kwargs["default"] = argparse.SUPPRESS
+        elif f.default is MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
         if f.metadata["action"]:
             kwargs["action"] = f.metadata["action"]
         else:
             kwargs["type"] = _value_type(f)
-            if f.metadata["metavar"]:
-                kwargs["metavar"] = f.metadata["metavar"]
+            for name in ("metavar", "choices"):
+                if f.metadata.get(name):
+                    kwargs[name] = f.metadata[name]
         parser.add_argument(flag_of(f), **kwargs)
 
 

@@ -64,7 +64,9 @@ class S3Settings:
         rounds: error-extrapolation rounds after round 0 (versions: ``rounds + 1``).
         model: the task model's base model (``embedded``: SmolLM2-135M, or MiniLM for
             classification).
-        train_args: flags for the training script (``--max-steps 60`` ...), its names.
+        train: :class:`~symgen_datasets.training.TrainConfig` values for each round's training
+            (``{"max_steps": 60}`` ...; ``symgen s3``'s trailing training flags); the dataset,
+            output folder, task, base model, seed and evaluation are the round's.
         test: held-out real rows for the test accuracy (default: the task's packaged dev set);
             rows that are also validation rows are left out of it.
         patience: stop when the validation accuracy has not improved for this many rounds.
@@ -85,7 +87,7 @@ class S3Settings:
     output_dir: str
     rounds: int = 2
     model: str = "embedded"
-    train_args: list[str] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
     test: str | None = None
     patience: int | None = None
     test_every: int = 0
@@ -109,6 +111,30 @@ class S3Settings:
         from ..hub.push import parse_version
 
         parse_version(self.version)
+        self.training_config("-", "-").check()
+
+    #: TrainConfig fields a round sets itself (``train`` may not)
+    ROUND_TRAINING = ("dataset", "output_dir", "task", "model", "eval_strategy", "seed", "task_options")
+
+    def training_config(self, dataset: str, output_dir: str):
+        """The :class:`~symgen_datasets.training.TrainConfig` of a round's training: ``train``
+        over the round's dataset, folder, task, base model and seed, without evaluation.
+
+        Raises:
+            InputError: ``train`` names a field TrainConfig does not have, or one a round sets.
+        """
+        from dataclasses import fields as dataclass_fields
+
+        from ..training.config import TrainConfig
+
+        known = {f.name for f in dataclass_fields(TrainConfig)}
+        wrong = sorted(name for name in self.train if name not in known or name in self.ROUND_TRAINING)
+        if wrong:
+            raise InputError(f"training settings {', '.join(wrong)}: not settings of `symgen train` a round may change "
+                             "(see `symgen train --help`)")
+        options = {name: value for name, value in self.generate.task_options.items() if value is not None}
+        return TrainConfig(dataset=dataset, output_dir=output_dir, task=self.generate.task, model=self.model,
+                           eval_strategy="no", seed=self.generate.seed, task_options=options, **self.train)
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the interrupted one (``rounds`` and ``patience``
@@ -120,7 +146,7 @@ class S3Settings:
             generate["demos"] = {"file": Path(generate["demos"]).name, "sha256": file_sha256(generate["demos"])}
         return {"generate": generate, "validation_sha256": file_sha256(self.validation),
                 "test_sha256": file_sha256(self.test) if self.test else None, "model": self.model,
-                "train_args": list(self.train_args), "errors_per_prompt": self.errors_per_prompt,
+                "train": dict(self.train), "errors_per_prompt": self.errors_per_prompt,
                 "examples_per_error": self.examples_per_error, "max_errors": self.max_errors,
                 "push_to_hub": self.push_to_hub, "version": self.version}
 
@@ -188,7 +214,6 @@ def run_s3(settings: S3Settings, task: Task | None = None) -> S3Result:
             raise InputError(f"{output}: exists and is not empty; continue its run with --resume, or choose a new "
                              "--output-dir")
         state = {"settings": fingerprint, "rounds": []}
-    _check_training_args(settings, task)
     output.mkdir(parents=True, exist_ok=True)
     _write_json(state_path, state)
 
@@ -240,20 +265,6 @@ def _stale_rounds(rounds: list[dict]) -> int:
         else:
             stale += 1
     return stale
-
-
-def _check_training_args(settings: S3Settings, task: Task) -> None:
-    """Refuse training flags the training script does not take, before any request."""
-    from ..training.finetune import parse_args
-
-    try:
-        args = parse_args(["--dataset", "-", "--output-dir", "-", *settings.train_args])
-    except SystemExit:
-        raise InputError(f"training flags {' '.join(settings.train_args)!r}: not flags of `symgen train` "
-                         "(see `symgen train --help`)") from None
-    if args.task_options:
-        raise InputError(f"training flags: unknown {', '.join('--' + k.replace('_', '-') for k in args.task_options)} "
-                         "(see `symgen train --help`; task options go before them)")
 
 
 def _test_file(task: Task, settings: S3Settings, knowledge, validation_index: InputIndex, output: Path) -> Path | None:
@@ -432,8 +443,8 @@ def _evaluation_estimate(task: Task, settings: S3Settings, validation: list[dict
     """What evaluation costs, said before any round: rows predicted per round and at the end,
     and the generation length bound."""
     test_rows = sum(1 for _ in read_records(test_path)) if test_path is not None else 0
-    length = next((f"{settings.train_args[i + 1]} tokens" for i, flag in enumerate(settings.train_args[:-1])
-                   if flag == "--max-target-length"), "the length fitted to the training answers")
+    length = (f"{settings.train['max_target_length']} tokens" if settings.train.get("max_target_length")
+              else "the length fitted to the training answers")
     when = ("on the last round only (--test-every N to see it every N rounds)" if not settings.test_every
             else f"every {settings.test_every} round(s) and on the last")
     return (f"evaluation: each round predicts the {len(validation)} validation rows; the {test_rows} test rows are "
@@ -496,15 +507,10 @@ def _leak_check(task: Task, rows: list[dict], validation_index: InputIndex) -> d
 
 
 def _train(task: Task, settings: S3Settings, dataset: Path, model: Path) -> None:
-    """The training script on the round's dataset (in this process)."""
-    from ..training.finetune import main as train
+    """The round's training (:func:`~symgen_datasets.training.train`, in this process)."""
+    from ..training import train
 
-    options = []
-    for name, value in settings.generate.task_options.items():
-        if value is not None:
-            options += ["--" + name.replace("_", "-"), str(value)]
-    train(["--dataset", str(dataset), "--task", task.name, "--model", settings.model, "--output-dir", str(model),
-           "--eval-strategy", "no", "--seed", str(settings.generate.seed), *settings.train_args, *options])
+    train(settings.training_config(str(dataset), str(model)))
 
 
 def _round_meta(task: Task, settings: S3Settings, generate: GenerateSettings, generator, synthesis_meta: dict,
@@ -539,7 +545,7 @@ def _round_meta(task: Task, settings: S3Settings, generate: GenerateSettings, ge
             "rounds": settings.rounds,
             # a local base model is named by its folder: the machine's path means nothing on the Hub
             "model": Path(settings.model).name if Path(settings.model).exists() else settings.model,
-            "train_args": list(settings.train_args),
+            "train": dict(settings.train),
             "errors_per_prompt": settings.errors_per_prompt,
             "examples_per_error": settings.examples_per_error,
             "validation": {"file": Path(settings.validation).name, "sha256": file_sha256(settings.validation)},
