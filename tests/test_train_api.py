@@ -109,3 +109,18 @@ def test_reproduce_retrains_with_the_card_s_hyperparameters(tmp_path):
         "symgen/geo-synth@abc123", "embedded", 6, 0.001, 7)
     assert config.eval_limit is None and config.max_target_length == 64 and config.eval_references == "dev.jsonl"
     assert config.task_options == {"db_dir": "dbs"} and config.output_dir == str(tmp_path / "again")
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    from symgen_datasets.training import TrainConfig, train
+
+    for checkpointing in (False, True):
+        train(TrainConfig(dataset=str(DEMOS), output_dir=str(tmp_path / str(checkpointing)), task="geoquery_sql",
+                          model=str(tiny["llama"]), max_steps=2, per_device_train_batch_size=4, eval_strategy="no",
+                          learning_rate=1e-3, gradient_checkpointing=checkpointing))
+    plain, recomputed = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("False", "True"))
+    assert max((plain[k] - recomputed[k]).abs().max().item() for k in plain) < 1e-5
+    hyper = json.loads((tmp_path / "True" / "symgen_task_model.json").read_text())["training"]["hyperparameters"]
+    assert hyper["gradient_checkpointing"] is True and hyper["packing"] is True

@@ -28,7 +28,7 @@ from symgen_datasets.training.task_model import EMBEDDED
 HYPERPARAMETERS = ("num_train_epochs", "max_steps", "learning_rate", "weight_decay", "warmup_ratio", "lr_scheduler_type",
                    "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                    "max_grad_norm", "seed", "max_source_length", "max_target_length", "eval_strategy", "eval_steps",
-                   "eval_limit")
+                   "eval_limit", "packing", "gradient_checkpointing")
 
 
 @dataclass
@@ -68,11 +68,16 @@ class TrainConfig:
     seed: int = setting(42, "seed of the weights' init, the data order and dropout (default: {default})")
     bf16: bool = setting(False, "bf16 mixed precision (default: on GPUs that support it)", action="store_true")
     fp16: bool = setting(False, "fp16 mixed precision", action="store_true")
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass: less memory, about a "
+                                           "third more compute", action="store_true")
     save_steps: int = setting(500, "a checkpoint every N optimizer steps (default: {default})")
     save_total_limit: int = setting(2, "checkpoints kept, the latest (default: {default})")
     resume_from_checkpoint: str | None = setting(None, "a checkpoint folder, or `latest` (the newest under "
                                                  "OUTPUT_DIR/checkpoints)", metavar="DIR")
     logging_steps: int = setting(10, "loss and tokens/s every N steps (default: {default})")
+    packing: bool = setting(True, "pad every row to its batch's longest instead of packing a batch's rows into shared "
+                            "sequences (packing is on for causal LMs whose attention honours per-row position ids, "
+                            "checked at start; off for others)", flag="--no-packing", action="store_false")
     max_source_length: int = setting(512, "input tokens at most (default: {default})")
     max_target_length: int | None = setting(None, "target tokens at most (and generated); default: fitted to the "
                                             "training answers (the longest x 1.25 + 8, in steps of 16, at most 512)")

@@ -38,6 +38,7 @@ from symgen_datasets.io import read_records, validate_record
 from symgen_datasets.tasks import get_task
 from symgen_datasets.tasks.base import parse_task_flags
 from symgen_datasets.training.config import TrainConfig, train_parser
+from symgen_datasets.training.packing import PackingCollator, packing_is_exact
 from symgen_datasets.training.task_model import (
     TaskModelConfig,
     encode,
@@ -53,7 +54,8 @@ STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".train.lock"
 #: Settings a checkpoint must share with the run that resumes it.
 RESUME_SETTINGS = ("dataset", "task", "model", "learning_rate", "seed", "per_device_train_batch_size",
-                   "gradient_accumulation_steps", "lr_scheduler_type", "weight_decay", "warmup_ratio", "num_processes")
+                   "gradient_accumulation_steps", "lr_scheduler_type", "weight_decay", "warmup_ratio", "num_processes",
+                   "packing")
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -81,6 +83,8 @@ class TrainResult:
         history: every dev evaluation, in order.
         train_tokens_per_s: training tokens per second (padding excluded), all processes.
         peak_memory_mib: the largest peak memory of the processes (GPU memory on a GPU, else RSS).
+        train_target_tokens_per_s: target tokens (those in the loss) per second, all processes.
+        packing: whether batches were packed (:mod:`~symgen_datasets.training.packing`).
     """
 
     output_dir: Path
@@ -89,6 +93,8 @@ class TrainResult:
     history: list[dict]
     train_tokens_per_s: float | None
     peak_memory_mib: float
+    train_target_tokens_per_s: float | None = None
+    packing: bool = False
 
 
 def check_output_dir(args: TrainConfig) -> None:
@@ -277,6 +283,8 @@ def train(args: TrainConfig) -> TrainResult:
 
     # --- the model and the examples --------------------------------------------------------------
     model, tokenizer, architecture = load_base_model(args.model, task=task)
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if args.max_target_length is None:  # fitted (a copy: the caller's config is left as given)
         args = replace(args, max_target_length=fitted_target_length(task, rows, tokenizer, architecture))
     config = TaskModelConfig(task=task.name, architecture=architecture, max_source_length=args.max_source_length,
@@ -288,6 +296,20 @@ def train(args: TrainConfig) -> TrainResult:
     collator = (DataCollatorWithPadding(tokenizer) if architecture == "classification" else
                 DataCollatorForSeq2Seq(tokenizer, model=model if architecture == "seq2seq" else None,
                                        label_pad_token_id=-100, padding=True))
+    # packing (training/packing.py): a batch's rows share sequences, where it gives the padded batch's loss
+    packing = {"used": False, "why": "off (--no-packing)" if not args.packing else
+               "padding: packing is for causal LMs" if architecture != "causal" else ""}
+    if args.packing and architecture == "causal":
+        model.to(accelerator.device)
+        exact, difference = packing_is_exact(model, examples, collator, tokenizer.pad_token_id)
+        exact = broadcast_object_list([exact])[0]  # the main process decides for all
+        packing = {"used": exact, "why": f"checked: the loss of packed rows equals the padded batch's "
+                   f"(difference {difference:.1e})" if exact else f"padding: this model's attention does not honour "
+                   f"per-row position ids on {accelerator.device.type} (loss difference {difference:.1e})"}
+        if exact:
+            collator = PackingCollator(tokenizer.pad_token_id)
+        else:
+            accelerator.print(f"packing: {packing['why']}")
     # no key/value cache in training (as transformers' Trainer): an encoder takes no such argument
     forward_options = {} if architecture == "classification" else {"use_cache": False}
     loader = DataLoader(examples, shuffle=True, batch_size=args.per_device_train_batch_size, collate_fn=collator)
@@ -314,7 +336,8 @@ def train(args: TrainConfig) -> TrainResult:
                 "num_processes": accelerator.num_processes,
                 **{name: getattr(args, name) for name in RESUME_SETTINGS if name not in ("dataset", "task", "model",
                                                                                          "num_processes")}}
-    state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [], "best": None, "tokens": 0, "seconds": 0.0,
+    state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [], "best": None, "tokens": 0, "target_tokens": 0,
+             "seconds": 0.0,
              "settings": settings}
     if args.resume_from_checkpoint:
         checkpoint = Path(args.resume_from_checkpoint)
@@ -394,13 +417,14 @@ def train(args: TrainConfig) -> TrainResult:
     bar = tqdm(total=max_steps, initial=state["global_step"], desc="training", unit="step",
                disable=not accelerator.is_local_main_process)
     last_eval = state["history"][-1]["step"] if state["history"] else -1
-    window_loss, window_tokens, window_seconds = 0.0, 0, 0.0
+    window_loss, window_tokens, window_targets, window_seconds = 0.0, 0, 0, 0.0
     model.train()
     while state["global_step"] < max_steps and state["epoch"] < epochs:
         loader.set_epoch(state["epoch"])
         batches = accelerator.skip_first_batches(loader, state["batches_done"]) if state["batches_done"] else loader
         for batch in batches:
             started = time.perf_counter()
+            real_tokens = batch.pop("num_tokens").sum() if "num_tokens" in batch else batch["attention_mask"].sum()
             with accelerator.accumulate(model):
                 loss = model(**batch, **forward_options).loss
                 accelerator.backward(loss)
@@ -412,21 +436,23 @@ def train(args: TrainConfig) -> TrainResult:
             state["batches_done"] += 1
             window_loss += loss.detach().float().item() / args.gradient_accumulation_steps  # waits for the step
             window_seconds += time.perf_counter() - started
-            window_tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum())
-                                                                   if architecture == "seq2seq" else 0)
+            targets = int((batch["labels"] != -100).sum()) if architecture != "classification" else 0
+            window_tokens += int(real_tokens) + (targets if architecture == "seq2seq" else 0)
+            window_targets += targets
             if not accelerator.sync_gradients:
                 continue
             state["global_step"] += 1
             bar.update(1)
             if state["global_step"] % args.logging_steps == 0 or state["global_step"] == max_steps:
-                totals = accelerator.reduce(torch.tensor([window_loss, window_tokens], dtype=torch.float64,
+                totals = accelerator.reduce(torch.tensor([window_loss, window_tokens, window_targets], dtype=torch.float64,
                                                          device=accelerator.device), reduction="sum")
                 steps = state["global_step"] % args.logging_steps or args.logging_steps
                 state["tokens"] += int(totals[1])
+                state["target_tokens"] = state.get("target_tokens", 0) + int(totals[2])
                 state["seconds"] += window_seconds  # training time only: evaluations and checkpoints excluded
                 bar.set_postfix(loss=f"{totals[0].item() / accelerator.num_processes / steps:.4f}",
                                 tokens_per_s=f"{totals[1].item() / window_seconds:,.0f}")
-                window_loss, window_tokens, window_seconds = 0.0, 0, 0.0
+                window_loss, window_tokens, window_targets, window_seconds = 0.0, 0, 0, 0.0
             if args.eval_strategy == "steps" and state["global_step"] % args.eval_steps == 0:
                 evaluate()
                 last_eval = state["global_step"]
@@ -469,6 +495,9 @@ def train(args: TrainConfig) -> TrainResult:
             "eval_references": references, "primary_metric": task.primary_metric, "history": state["history"],
             "best": state["best"], "baseline": baseline,
             "train_tokens_per_s": round(state["tokens"] / state["seconds"], 1) if state["seconds"] else None,
+            "train_target_tokens_per_s": (round(state.get("target_tokens", 0) / state["seconds"], 1)
+                                          if state["seconds"] else None),
+            "packing": packing["used"], "packing_note": packing["why"],
             "peak_memory_mib": round(peak, 1), "num_processes": accelerator.num_processes,
             "final_weights_sha256": digests,
             "weights_sha256": weight_file_digests(output),
@@ -486,8 +515,9 @@ def train(args: TrainConfig) -> TrainResult:
     accelerator.end_training()
     if lock is not None:
         lock.__exit__(None, None, None)
-    return TrainResult(output, state["global_step"], state["best"], state["history"],
-                       round(state["tokens"] / state["seconds"], 1) if state["seconds"] else None, round(peak, 1))
+    per_s = (lambda n: round(n / state["seconds"], 1) if state["seconds"] else None)
+    return TrainResult(output, state["global_step"], state["best"], state["history"], per_s(state["tokens"]),
+                       round(peak, 1), per_s(state.get("target_tokens", 0)), packing["used"])
 
 
 def rows_digest(rows: list[dict]) -> str:
