@@ -173,6 +173,8 @@ def _parser(task=None) -> argparse.ArgumentParser:
     push_model.add_argument("folder", help="a folder written by `symgen train`")
     push_model.add_argument("repo_id", help="namespace/name of the model repository (created if needed)")
     push_model.add_argument("--version", required=True, metavar="X.Y.Z", help="the version; tagged vX.Y.Z")
+    push_model.add_argument("--merge", action="store_true", help="LoRA adapters: push the base model with the adapters "
+                            "merged in (whole weights) instead of the adapters")
     _hub_options(push_model)
 
     reproduce = commands.add_parser(
@@ -415,7 +417,7 @@ def _push_model(args: argparse.Namespace) -> int:
     from .hub.push_model import push_model
 
     result = push_model(args.folder, args.repo_id, args.version, private=args.private, revision=args.revision,
-                        commit_message=args.commit_message)
+                        commit_message=args.commit_message, merge=args.merge)
     parent = f" (parent {result.parent_tag})" if result.parent_tag else ""
     print(f"pushed {result.repo_id} {result.tag}{parent}: commit {result.commit}")
     print(f"reproduce it with: symgen reproduce {result.repo_id}@{result.tag}")

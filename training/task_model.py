@@ -49,6 +49,8 @@ class TaskModelConfig:
         base_model: the model fine-tuned (``embedded``, a Hub id or a path).
         training: the rest of the training record (dataset, hyper-parameters, results), for
             cards and ``symgen reproduce``.
+        adapter: the folder holds LoRA adapters (peft's ``adapter_config.json`` and
+            ``adapter_model.safetensors``) of ``base_model``, not whole weights.
     """
 
     task: str
@@ -58,6 +60,7 @@ class TaskModelConfig:
     task_options: dict[str, Any] = field(default_factory=dict)
     base_model: str = EMBEDDED
     training: dict[str, Any] = field(default_factory=dict)
+    adapter: bool = False
 
     def save(self, folder: str | Path) -> None:
         """Write ``symgen_task_model.json`` into ``folder``."""
@@ -312,8 +315,34 @@ def load_task_model(source: str, dtype=None):
     if not folder.is_dir():
         folder, revision = download_model(source)
     config = TaskModelConfig.load(folder)
-    model, tokenizer = _load(folder, config.architecture, dtype, source)
+    if config.adapter:
+        model, tokenizer = load_adapter(folder, config, dtype, source)
+    else:
+        model, tokenizer = _load(folder, config.architecture, dtype, source)
     return model, tokenizer, config, folder, revision
+
+
+def load_adapter(folder: Path, config: TaskModelConfig, dtype=None, what: str = "", merge: bool = True):
+    """A LoRA task model: its base model (``config.base_model``: ``embedded``, a Hub id or a
+    folder) with the folder's adapters, merged into the weights (``merge``) for prediction; the
+    tokenizer is the folder's.
+
+    Raises:
+        InputError: the base model or the adapters cannot be loaded.
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base, _ = _load(resolve_base_model(config.base_model), config.architecture, dtype, f"{what}: base model "
+                    f"{config.base_model}")
+    try:
+        model = PeftModel.from_pretrained(base, str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise InputError(f"{what or folder}: cannot load the LoRA adapters ({str(error).splitlines()[0][:200]})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return (model.merge_and_unload() if merge else model), tokenizer
 
 
 def download_model(source: str) -> tuple[Path, str]:

@@ -30,8 +30,42 @@ def model_files(folder: Path) -> list[str]:
     )
 
 
+def merged_copy(folder: Path, target: Path) -> Path:
+    """A LoRA task model folder with its adapters merged into the base model's weights, written
+    to ``target``: whole weights, the tokenizer, the other published files, and the record with
+    ``adapter`` off, the merged weight files' digests (for ``symgen reproduce``) and
+    ``merged_from`` (the adapters' own digests and settings).
+
+    Raises:
+        InputError: ``folder`` holds no adapters, or its base model cannot be loaded.
+    """
+    import shutil
+
+    from ..training.finetune import weight_file_digests
+    from ..training.task_model import CONFIG_FILE, TaskModelConfig, load_adapter
+
+    config = TaskModelConfig.load(folder)
+    if not config.adapter:
+        raise InputError(f"--merge: {folder} holds whole weights, not LoRA adapters; push it without --merge")
+    model, tokenizer = load_adapter(folder, config, what=str(folder))
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    for path in model_files(folder):
+        if not path.startswith(("adapter_", "tokenizer", "special_tokens", "chat_template")) and path != CONFIG_FILE \
+                and not (target / path).exists():
+            (target / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / path, target / path)
+    training = dict(config.training)
+    training["merged_from"] = {"adapter": training.pop("adapter", None),
+                               "adapter_weights_sha256": training.get("weights_sha256")}
+    training["weights_sha256"] = weight_file_digests(target)
+    TaskModelConfig(**{**config.__dict__, "adapter": False, "training": training}).save(target)
+    return target
+
+
 def push_model(folder: str | Path, repo_id: str, version: str, *, private: bool = False, revision: str | None = None,
-               commit_message: str | None = None) -> PushResult:
+               commit_message: str | None = None, merge: bool = False) -> PushResult:
     """Upload a task model folder in one commit and tag it ``v<version>``; the card is
     re-rendered with ``repo_id`` and the tag.
 
@@ -42,11 +76,20 @@ def push_model(folder: str | Path, repo_id: str, version: str, *, private: bool 
         private: create the repository private.
         revision: the branch to commit to (default ``main``).
         commit_message: default ``symgen: v<version>``.
+        merge: for LoRA adapters, push the base model with the adapters merged in (whole
+            weights, :func:`merged_copy`) instead of the adapters.
 
     Raises:
         InputError: a bad version, a folder that is not a task model, or an existing tag.
         HubError: the Hub refused or could not be reached.
     """
+    if merge:
+        import tempfile
+
+        parse_version(version)  # a bad version fails before the merge
+        with tempfile.TemporaryDirectory(prefix="symgen-merged-") as scratch:
+            merged = merged_copy(Path(folder), Path(scratch) / "model")
+            return push_model(merged, repo_id, version, private=private, revision=revision, commit_message=commit_message)
     from ..training.task_model import CONFIG_FILE, TaskModelConfig
 
     folder = Path(folder)

@@ -111,10 +111,10 @@ def render_model_card(config: Any, repo_id: str, revision: str | None = None, ve
         for name, value in best_metrics.items()
     ]
     card_data = ModelCardData(
-        language=["en"], license=task_card["license"], library_name="transformers",
+        language=["en"], license=task_card["license"], library_name="peft" if config.adapter else "transformers",
         base_model=base_model_id if "/" in base_model_id and not Path(base_model_id).exists() else None,
         datasets=[dataset["id"]] if dataset.get("id") else None,
-        tags=["symgen", "synthetic-data", config.task, *task_card["tags"]],
+        tags=["symgen", "synthetic-data", config.task, *task_card["tags"], *(["lora"] if config.adapter else [])],
         pipeline_tag="text2text-generation" if config.architecture == "seq2seq" else "text-generation",
         model_name=title, eval_results=eval_results or None, symgen=redact_record(asdict(config)),
     )
