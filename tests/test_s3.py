@@ -222,9 +222,11 @@ def test_an_extrapolation_answered_with_sql_is_rejected_at_parsing_and_the_round
 
     output = tmp_path / "run"
     with LLMServer(responder) as server:
-        done = subprocess.run(s3_command(geo, server.url, output, "--patience", "1"), capture_output=True, text=True,
-                              timeout=900)
+        # the rounds train LoRA adapters (a trailing training flag), which S3's evaluations load
+        done = subprocess.run(s3_command(geo, server.url, output, "--patience", "1", "--lora-r", "4"), capture_output=True,
+                              text=True, timeout=900)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
+    assert list(output.rglob("adapter_model.safetensors")) and not list(output.rglob("model.safetensors"))
     rounds = json.loads((output / "s3_state.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [0, 1]  # round 2 not run: no improvement for --patience 1 round
     empty = rounds[1]
