@@ -123,6 +123,36 @@ def test_two_processes_end_with_identical_weights(tiny, tmp_path):
     assert first == second  # the replicas never diverged
     assert training["history"] and training["eval_references"]["rows"] == 6
     assert launched.stdout.count("wrote the model") == 1  # one record and card, from the main process
+    assert training["distributed_type"] == "multi_cpu"
+
+
+def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(tiny, tmp_path):
+    """2 processes x 2 rows against 1 process x 4 rows, same seed: the same rows each step, each
+    process's loss taken over the step's target tokens of both (num_items_in_batch), so the
+    weights agree within float error. (FSDP runs the same loop on GPUs: training/configs/.)"""
+    from safetensors.torch import load_file
+
+    common = ["--dataset", str(DEMOS["geoquery_sql"]), "--task", "geoquery_sql", "--model", str(tiny["llama"]),
+              "--max-steps", "2", "--eval-strategy", "no", "--learning-rate", "1e-3", "--seed", "3"]
+    assert main(["train", *common, "--output-dir", str(tmp_path / "one"), "--per-device-train-batch-size", "4"]) == 0
+    run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "training" / "finetune.py"), *common,
+         "--output-dir", str(tmp_path / "two"), "--per-device-train-batch-size", "2"], cwd=tmp_path)
+    one, two = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("one", "two"))
+    assert one.keys() == two.keys()
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    assert any((one[k] - load_file(str(tiny["llama"] / "model.safetensors"))[k]).abs().max() > 1e-4 for k in one)
+
+
+def test_a_sharded_config_on_cpus_is_refused_with_what_to_do(tiny, tmp_path):
+    config = ROOT / "training" / "configs" / "fsdp.yaml"
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                           "--num_processes", "1", str(ROOT / "training" / "finetune.py"), "--dataset",
+                           str(DEMOS["geoquery_sql"]), "--task", "geoquery_sql", "--model", str(tiny["llama"]),
+                           "--output-dir", str(tmp_path / "m"), "--max-steps", "1"], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert done.returncode != 0 and "FSDP from the accelerate config needs GPUs" in done.stderr
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(tiny, tmp_path):

@@ -252,6 +252,10 @@ def train(args: TrainConfig) -> TrainResult:
             be used, or a checkpoint of another run.
     """
     args.check()
+    sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
+    if sharded and (args.use_cpu or not torch.accelerator.is_available()):
+        raise InputError(f"{sharded[0]} from the accelerate config needs GPUs (accelerate shards models on GPU-like "
+                         "devices only); on CPUs run data parallel: accelerate launch --multi_gpu --num_processes N")
     output = Path(args.output_dir)
     accelerator = Accelerator(
         cpu=args.use_cpu or not torch.accelerator.is_available(),  # several CPU processes: gloo
@@ -428,6 +432,11 @@ def train(args: TrainConfig) -> TrainResult:
                disable=not accelerator.is_local_main_process)
     last_eval = state["history"][-1]["step"] if state["history"] else -1
     window_loss, window_tokens, window_targets, window_seconds = 0.0, 0, 0, 0.0
+    # Several processes average their gradients: with each loss the mean over its own tokens, a
+    # process with fewer target tokens would weigh more than one process training on the whole
+    # batch. Causal LMs take num_items_in_batch (loss = sum / that): the global token mean, as in
+    # one process, so that a sharded or data-parallel run trains what one process would.
+    token_weighted = accelerator.num_processes > 1 and architecture == "causal"
     model.train()
     while state["global_step"] < max_steps and state["epoch"] < epochs:
         loader.set_epoch(state["epoch"])
@@ -436,6 +445,9 @@ def train(args: TrainConfig) -> TrainResult:
             started = time.perf_counter()
             real_tokens = batch.pop("num_tokens").sum() if "num_tokens" in batch else batch["attention_mask"].sum()
             with accelerator.accumulate(model):
+                if token_weighted:  # every process's loss over the step's target tokens of all processes
+                    counts = accelerator.gather(batch["labels"].ne(-100).sum().reshape(1))
+                    batch["num_items_in_batch"] = counts.sum() / accelerator.num_processes
                 loss = model(**batch, **forward_options).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -513,6 +525,7 @@ def train(args: TrainConfig) -> TrainResult:
             "final_weights_sha256": digests,
             "weights_sha256": weight_file_digests(output),
             "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else accelerator.device.type,
+            "distributed_type": str(accelerator.distributed_type.value).lower(),
             "mixed_precision": accelerator.mixed_precision,
         }
         config.save(output)
