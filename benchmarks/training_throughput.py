@@ -13,7 +13,8 @@ the padding collator. Reported per method:
   against the steps); and all tokens/s (padding excluded);
 * dev accuracy: each model scored by ``symgen evaluate`` (same prediction code) on the first
   ``--eval-limit`` rows of the task's packaged real dev set;
-* peak memory: GPU memory allocated on a GPU, else the process's peak RSS (MiB).
+* peak memory: GPU memory allocated on a GPU, else the process's peak RSS (MiB); also for
+  ``lora``: ours with packing and LoRA r=16 adapters (peft), at ``--lora-learning-rate``.
 
 Target: packed / Trainer useful tokens/s >= 1.5, with a dev accuracy that does not drop.
 
@@ -88,12 +89,13 @@ def run_ours(args: argparse.Namespace) -> dict:
     """Train with ``training/finetune.py`` (in this process)."""
     from symgen_datasets.training import TrainConfig, train
 
+    lora = args.worker == "lora"
     result = train(TrainConfig(dataset=args.dataset, task=args.task, model=args.model, output_dir=args.output,
-                               max_steps=args.max_steps, learning_rate=args.learning_rate,
+                               max_steps=args.max_steps, learning_rate=args.lora_learning_rate if lora else args.learning_rate,
                                per_device_train_batch_size=args.batch_size, seed=args.seed, eval_strategy="no",
                                save_steps=10 ** 9, logging_steps=10, max_target_length=256,
-                               packing=args.worker == "packed"))
-    assert result.packing == (args.worker == "packed"), "packing was refused for this model"
+                               packing=args.worker in ("packed", "lora"), lora_r=16 if lora else 0))
+    assert result.packing == (args.worker in ("packed", "lora")), "packing was refused for this model"
     return {"tokens_per_s": result.train_tokens_per_s, "target_tokens_per_s": result.train_target_tokens_per_s,
             "peak_memory_mib": result.peak_memory_mib}
 
@@ -103,7 +105,8 @@ def measure(method: str, args: argparse.Namespace, folder: Path) -> dict:
     output = folder / method
     command = [sys.executable, __file__, "--worker", method, "--output", str(output), "--dataset", args.dataset,
                "--task", args.task, "--model", args.model, "--max-steps", str(args.max_steps),
-               "--batch-size", str(args.batch_size), "--learning-rate", str(args.learning_rate), "--seed", str(args.seed)]
+               "--batch-size", str(args.batch_size), "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
+               "--lora-learning-rate", str(args.lora_learning_rate)]
     print(f"== {method}: training {args.max_steps} steps", flush=True)
     done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
     record = json.loads(done.stdout.strip().splitlines()[-1])
@@ -125,7 +128,9 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-limit", type=int, default=100)
-    parser.add_argument("--worker", choices=("packed", "padded", "trainer"), help=argparse.SUPPRESS)
+    parser.add_argument("--lora-learning-rate", type=float, default=1e-3, help="for the LoRA r=16 run (adapters "
+                        "train at a higher rate than whole weights)")
+    parser.add_argument("--worker", choices=("packed", "padded", "trainer", "lora"), help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -135,7 +140,7 @@ def main() -> int:
         return 0
 
     with tempfile.TemporaryDirectory() as folder:
-        results = {method: measure(method, args, Path(folder)) for method in ("packed", "padded", "trainer")}
+        results = {method: measure(method, args, Path(folder)) for method in ("packed", "padded", "trainer", "lora")}
     primary = next(iter(results["packed"]["dev"]))
     print(f"\n{args.task}: {args.model}, {args.max_steps} steps of batch {args.batch_size} on {args.dataset}")
     print(f"{'method':<10} {'useful tok/s':>13} {'tokens/s':>10} {'peak MiB':>10} {'dev ' + primary:>26}")
@@ -148,6 +153,9 @@ def main() -> int:
     drop = trainer["dev"][primary] - results["packed"]["dev"][primary]
     print(f"packed / Trainer useful tokens/s: {ratio:.2f}x (target >= 1.5); padded / Trainer: {padded:.2f}x; "
           f"dev {primary}: packed {results['packed']['dev'][primary]:.4f} vs Trainer {trainer['dev'][primary]:.4f}")
+    full, lora = results["packed"]["peak_memory_mib"], results["lora"]["peak_memory_mib"]
+    print(f"peak memory: full fine-tuning {full:,.0f} MiB, LoRA r=16 {lora:,.0f} MiB ({full / lora:.2f}x less with LoRA); "
+          f"LoRA dev {primary} {results['lora']['dev'][primary]:.4f} (learning rate {args.lora_learning_rate:g})")
     met = ratio >= 1.5 and drop <= 0.02
     print(f"targets: {'met' if met else 'NOT met'} (dev accuracy may not drop by more than 2 points: "
           f"{args.eval_limit} questions, one question is {100 / args.eval_limit:.1f} points)")
