@@ -233,3 +233,35 @@ def test_the_dry_run_estimates_the_bill_under_the_chosen_sampling(tmp_path, caps
     fixed, exact = capsys.readouterr().out.split("sampling:                    fixed")
     assert "if the server takes n" not in fixed  # SymGen's procedure: one request per candidate
     assert "if the server takes n" in exact and "at most" in exact and "sampling:                    exact" in exact
+
+
+def test_the_dataset_map_function_asks_one_request_per_candidate_only_under_fixed(oracle):
+    """``generate_answers`` (the batched ``Dataset.map`` stage): K candidates per question either
+    way; ``fixed`` sends K requests without n, ``all`` one request with n=K."""
+    from symgen_datasets.generators import EventLoopThread, from_spec
+    from symgen_datasets.pipeline import StageContext, generate_answers
+    from symgen_datasets.tasks import get_task
+
+    task = get_task("geoquery_sql")
+    knowledge = task.load_knowledge(task.options_with_defaults({}))
+    demonstrations = task.load_demonstrations(None, 4000, None)
+    dev = [json.loads(line) for line in task.references_path().read_text().splitlines()][:3]
+    batch = {"question": [r["question"] for r in dev], "db_id": [r["db_id"] for r in dev]}
+    loop = EventLoopThread()
+    try:
+        with LLMServer(oracle, n_support="full") as server:
+            generator = from_spec(f"openai:{server.url}#m")
+            loop.run(generator.check())
+            columns = {}
+            for sampling in ("fixed", "all"):
+                start = len(server.seen)
+                context = StageContext(task=task, knowledge=knowledge, demonstrations=demonstrations, generator=generator,
+                                       loop=loop, num_samples=4, sampling=sampling)
+                columns[sampling] = generate_answers(dict(batch), [0, 1, 2], context)
+                asked = server.seen[start:]
+                assert len(asked) == (12 if sampling == "fixed" else 3)
+                assert all(r["parameters"].get("n", 1) == (1 if sampling == "fixed" else 4) for r in asked)
+            loop.run(generator.aclose())
+    finally:
+        loop.close()
+    assert all(len(c) == 4 for sampling in columns for c in columns[sampling]["candidates"])
