@@ -60,8 +60,9 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=None, help="the first N dev questions (default: all 280)")
     parser.add_argument("--accuracy", type=float, default=0.5, help="how often the simulated LLM is right (default 0.5)")
     parser.add_argument("--embedded", type=int, default=0, metavar="N",
-                        help="instead: the embedded model (a weak LLM, on this CPU) on the first N questions, with "
-                             "--sampling all, exact and adaptive (use e.g. --num-samples 8 --min-votes 3)")
+                        help="instead: the embedded model (a weak LLM, on this CPU, behind the loopback TGI server) "
+                             "on the first N questions, with --sampling fixed, exact and adaptive (e.g. --num-samples 8 "
+                             "--min-votes 3)")
     args = parser.parse_args()
     if args.embedded:
         return weak_model(args)
@@ -131,9 +132,34 @@ def main() -> int:
     return 0 if met else 1
 
 
+class EmbeddedResponder:
+    """The embedded model (SmolLM2-135M, a weak LLM) behind the loopback server: each request is
+    one sample of its seed, remembered, so that the modes share the candidates they have in
+    common (candidate i keeps its seed whatever the rounds)."""
+
+    def __init__(self) -> None:
+        from symgen_datasets.generators.local import EmbeddedGenerator
+
+        self.generator = EmbeddedGenerator()
+        self.memo: dict[tuple, tuple[str, list[float]]] = {}
+
+    def __call__(self, prompt: str, parameters: dict, seed: int) -> tuple[str, list[float]]:
+        from symgen_datasets.generators import SamplingParams
+
+        params = SamplingParams(float(parameters.get("temperature") or 0.8), int(parameters.get("max_new_tokens") or 200),
+                                tuple(parameters.get("stop") or ()))
+        key = (prompt, seed, params)
+        if key not in self.memo:
+            completion = self.generator._generate(prompt, params, [seed])[0]
+            logprob = completion.mean_logprob if completion.mean_logprob is not None else -1.0
+            self.memo[key] = (completion.text, [logprob] * max(1, completion.completion_tokens))
+        return self.memo[key]
+
+
 def weak_model(args: argparse.Namespace) -> int:
-    """The embedded model on the first ``args.embedded`` dev questions under ``all``, ``exact``
-    and ``adaptive``: candidates per question, kept rows, precision against gold and yield."""
+    """The embedded model served over TGI's protocol (one request per candidate) on the first
+    ``args.embedded`` dev questions under ``fixed``, ``exact`` and ``adaptive``: candidates per
+    question, kept rows, precision against gold and yield."""
     task = get_task("geoquery_sql")
     dev = [json.loads(line) for line in task.references_path().read_text().splitlines()][:args.embedded]
     gold = {row["question"].strip(): row["query"] for row in dev}
@@ -145,23 +171,26 @@ def weak_model(args: argparse.Namespace) -> int:
         except sqlite3.Error:
             return False
 
-    print(f"embedded model, GeoQuery-SQL dev: {len(dev)} questions, K={args.num_samples}, V={args.min_votes}, this CPU")
-    print(f"{'--sampling':<14} {'cand./q':>8} {'kept':>5} {'correct':>8} {'precision':>9} {'yield':>7}")
-    with tempfile.TemporaryDirectory() as work:
+    print(f"embedded model over TGI's protocol, GeoQuery-SQL dev: {len(dev)} questions, K={args.num_samples}, "
+          f"V={args.min_votes}, this CPU")
+    print(f"{'--sampling':<14} {'requests':>9} {'cand./q':>8} {'kept':>5} {'correct':>8} {'precision':>9} {'yield':>7}")
+    responder = EmbeddedResponder()
+    with tempfile.TemporaryDirectory() as work, LLMServer(responder, record=False) as server:
         questions = Path(work) / "questions.jsonl"
         questions.write_text("".join(json.dumps({"question": r["question"], "db_id": r["db_id"]}) + "\n" for r in dev))
-        for sampling in ("all", "exact", "adaptive"):
+        for sampling in ("fixed", "exact", "adaptive"):
             try:
                 result = generate(GenerateSettings(
-                    task="geoquery_sql", questions=str(questions), generator="embedded", num_samples=args.num_samples,
-                    min_votes=args.min_votes, sampling=sampling, work_dir=str(Path(work) / sampling)), write=False)
+                    task="geoquery_sql", questions=str(questions), generator=f"tgi:{server.url}",
+                    num_samples=args.num_samples, min_votes=args.min_votes, sampling=sampling, concurrency=1,
+                    work_dir=str(Path(work) / sampling)), write=False)
                 kept = [(r["question"], r["query"]) for r in result.rows]
-                sampled = result.counts["candidates_sampled"]
+                sampled, requests = result.counts["candidates_sampled"], result.bill["requests"]
             except Exception as error:  # NothingKept: no question reached V
-                kept, sampled = [], getattr(error, "counts", {}).get("candidates_sampled", 0)
+                kept, sampled, requests = [], getattr(error, "counts", {}).get("candidates_sampled", 0), 0
             right = sum(correct(q, s) for q, s in kept)
             precision = f"{right / len(kept):.1%}" if kept else "-"
-            print(f"{sampling:<14} {sampled / len(dev):>8.1f} {len(kept):>5} {right:>8} {precision:>9} "
+            print(f"{sampling:<14} {requests:>9} {sampled / len(dev):>8.1f} {len(kept):>5} {right:>8} {precision:>9} "
                   f"{len(kept) / len(dev):>7.1%}", flush=True)
     return 0
 

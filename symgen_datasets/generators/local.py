@@ -53,6 +53,8 @@ class TransformersGenerator(Generator):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
+        # one request, one prompt encoding for all its samples: a round of candidates pays its prompt once
+        self.n_supported = True
         self._lock = threading.Lock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="symgen-transformers")
 

@@ -415,7 +415,8 @@ async def _answer_in_rounds(context: StageContext, row: dict, verification: _Ver
     prompt_estimate = generator.count_tokens(prompt)
     try:
         while True:
-            per_request = prompt_estimate if generator.n_supported else 0  # a request's prompt billed once for its samples
+            # n > 1 on a server, a batch in process: a round pays its prompt once (else every candidate pays it)
+            per_request = prompt_estimate if generator.n_supported else 0
             measured = [c.completion_tokens for c in completions if c.completion_tokens]
             size = round_size(clusters, len(completions), context.num_samples, context.min_votes, rule, context.confidence,
                               per_request, sum(measured) / len(measured) if measured else completion_estimate)
