@@ -104,14 +104,15 @@ def test_max_requests_stops_cleanly_and_the_same_command_resumes(tmp_path, oracl
 
 
 def test_twenty_percent_of_requests_failing_gives_the_same_dataset(tmp_path, oracle, capsys):
+    # the request layer under faults: all K at once (rounds would wait on each question's retries in turn)
     with LLMServer(oracle) as server:
         clean = tmp_path / "clean"
-        assert main(args(server, clean, "--no-cache")) == 0
+        assert main(args(server, clean, "--no-cache", "--sampling", "all")) == 0
     capsys.readouterr()
     faults = Faults(every=5, cycle=(429, 503, "drop"), retry_after=0.01)
     with LLMServer(oracle, faults=faults) as faulty:
         out = tmp_path / "faulty"
-        assert main(args(faulty, out, "--no-cache")) == 0
+        assert main(args(faulty, out, "--no-cache", "--sampling", "all")) == 0
     summary = capsys.readouterr().out
     retried = int(next(line.split()[-1] for line in summary.splitlines() if line.startswith("retried requests")))
     assert retried >= faulty.requests // 5 - 1 > 0
