@@ -101,48 +101,46 @@ class OpenAIGenerator(RemoteGenerator):
         await self.connect()
         if self.n_supported is not None:
             return await super().check()
-
-        async def send() -> list[Completion] | None:
-            async with self._semaphore_for_loop():
-                try:
-                    return await self._request_n("Hello", SamplingParams(0.0, 1), 0, 2)
-                except HTTPStatusError as error:
-                    if error.status in (400, 422):
-                        return None  # the server refuses n
-                    raise
-
-        choices = await self._with_retries(send)
+        choices = await self._send_n("Hello", SamplingParams(0.0, 1), [0, 1])
         if choices is None:
             await super().check()  # it refused n: does it generate at all?
-        else:
-            self.requests_sent += 1
-        self.n_supported = choices is not None and len(choices) == 2
-        if not self.n_supported:
-            self._warn_no_n("refuses n > 1" if choices is None else "ignores n > 1 (one choice per request)")
+        self._learn_n(choices, 2)
 
-    def _warn_no_n(self, what: str) -> None:
-        logger.warning("%s: the server %s; sampling one request per candidate (the prompt is sent and billed once per "
-                       "candidate)", self.spec, what)
-
-    async def _sample_group(self, prompt: str, params: SamplingParams, seeds: list[int]) -> list[Completion]:
+    async def _send_n(self, prompt: str, params: SamplingParams, seeds: list[int]) -> list[Completion] | None:
+        """One request for ``len(seeds)`` choices, seeded with the first seed (retried as any
+        other); ``None`` when the server refuses ``n`` (HTTP 400/422) before support is known."""
         async def send() -> list[Completion] | None:
             async with self._semaphore_for_loop():
                 try:
                     return await self._request_n(prompt, params, seeds[0], len(seeds))
                 except HTTPStatusError as error:
                     if error.status in (400, 422) and self.n_supported is None:
-                        return None  # the server refuses n: one request per seed
+                        return None
                     raise
 
         choices = await self._with_retries(send)
         if choices is not None:
             self.requests_sent += 1
-        if choices is not None and len(choices) == len(seeds):
+        return choices
+
+    def _learn_n(self, choices: list[Completion] | None, wanted: int) -> bool:
+        """Whether ``choices`` (an answer of :meth:`_send_n`) holds the ``wanted`` choices; the
+        first answer that tells sets :attr:`n_supported`, with a warning when the server ignores
+        or refuses ``n``."""
+        complete = choices is not None and len(choices) == wanted
+        if complete:
             self.n_supported = True
-            return choices
-        if self.n_supported is None:
+        elif self.n_supported is None:
             self.n_supported = False
-            self._warn_no_n("refuses n > 1" if choices is None else "ignores n > 1 (one choice per request)")
+            logger.warning("%s: the server %s; sampling one request per candidate (the prompt is sent and billed once "
+                           "per candidate)", self.spec,
+                           "refuses n > 1" if choices is None else "ignores n > 1 (one choice per request)")
+        return complete
+
+    async def _sample_group(self, prompt: str, params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        choices = await self._send_n(prompt, params, seeds)
+        if self._learn_n(choices, len(seeds)):
+            return choices
         done = (choices or [])[:1]  # a server that ignored n answered the first seed's request
         return done + await super().sample(prompt, params, seeds[len(done):])
 
