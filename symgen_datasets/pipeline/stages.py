@@ -164,19 +164,13 @@ def _answer_requests(context: StageContext, index: int, row: dict) -> list[tuple
     return requests
 
 
-def _sample_answers(context: StageContext, prompt: str, params: SamplingParams, seeds: Sequence[int]):
-    """The coroutine sampling ``seeds``' candidates of an answer prompt: one request per candidate
-    under ``--sampling fixed`` (SymGen's procedure), else the backend's own grouping (``n`` > 1
-    where the server takes it)."""
-    generator = context.generator
-    if context.sampling != "fixed" or len(seeds) <= 1:
-        return generator.sample(prompt, params, seeds)
-
-    async def each() -> list[Completion]:
-        parts = await asyncio.gather(*(generator.sample(prompt, params, [seed]) for seed in seeds))
-        return [completion for part in parts for completion in part]
-
-    return each()
+def _sent_requests(context: StageContext, requests: list[tuple]) -> list[list[tuple]]:
+    """The requests actually sent for a question's ``requests`` (:func:`_answer_requests`), one
+    list per request: under ``--sampling fixed`` (SymGen's procedure) the answer request becomes
+    one request per candidate; otherwise each goes as it is (``n`` > 1 where the server takes it).
+    Their completions, joined per list, are the question's results."""
+    return [[(prompt, params, [seed]) for seed in seeds] if position == 0 and context.sampling == "fixed"
+            else [(prompt, params, seeds)] for position, (prompt, params, seeds) in enumerate(requests)]
 
 
 def _count_tokens(context: StageContext, completions: Sequence[Completion], auxiliary: Sequence[Completion] = ()) -> None:
@@ -226,11 +220,7 @@ def generate_answers(batch: Batch, indices: list[int], context: StageContext) ->
     """
     names = list(batch)
     rows = [dict(zip(names, values)) for values in zip(*batch.values())]
-    requests = [_answer_requests(context, i, row) for i, row in zip(indices, rows)]
-    # under --sampling fixed every candidate is its own request (SymGen's procedure)
-    split = [[[(prompt, params, [seed]) for seed in seeds] if position == 0 and context.sampling == "fixed"
-              else [(prompt, params, seeds)] for position, (prompt, params, seeds) in enumerate(group)]
-             for group in requests]
+    split = [_sent_requests(context, _answer_requests(context, i, row)) for i, row in zip(indices, rows)]
     flat = context.loop.run(sample_many(context.generator, [r for group in split for parts in group for r in parts]))
     columns: Batch = {}
     position = 0
@@ -260,20 +250,23 @@ def answer_stream(context: StageContext, rows: Iterable[dict], window: int) -> I
         BudgetExhausted: ``--max-requests`` was reached; the requests in flight finish (and are
             stored) first.
     """
-    pending: deque[tuple[dict, list[concurrent.futures.Future]]] = deque()
+    pending: deque[tuple[dict, list[list[concurrent.futures.Future]]]] = deque()
     generator, loop = context.generator, context.loop
     stopped_by: BaseException | None = None
 
     def oldest_answered() -> dict:
-        row, futures = pending.popleft()
-        return {**row, **_answer_columns(context, row, [future.result() for future in futures])}
+        row, groups = pending.popleft()
+        results = [[c for future in group for c in future.result()] for group in groups]
+        return {**row, **_answer_columns(context, row, results)}
+
+    def oldest_done() -> bool:
+        return all(future.done() for group in pending[0][1] for future in group)
 
     try:
         for row in rows:
-            requests = _answer_requests(context, row["question_index"], row)
-            pending.append((row, [loop.submit(_sample_answers(context, *request) if position == 0 else generator.sample(*request))
-                                  for position, request in enumerate(requests)]))
-            while len(pending) >= window or (pending and all(f.done() for f in pending[0][1])):
+            sent = _sent_requests(context, _answer_requests(context, row["question_index"], row))
+            pending.append((row, [[loop.submit(generator.sample(*request)) for request in group] for group in sent]))
+            while len(pending) >= window or (pending and oldest_done()):
                 yield oldest_answered()
         while pending:
             yield oldest_answered()
@@ -281,7 +274,7 @@ def answer_stream(context: StageContext, rows: Iterable[dict], window: int) -> I
         stopped_by = error
         raise
     finally:
-        futures = [future for _, group in pending for future in group]
+        futures = [future for _, groups in pending for group in groups for future in group]
         if not isinstance(stopped_by, BudgetExhausted):
             for future in futures:
                 future.cancel()
@@ -411,7 +404,7 @@ async def _answer_in_rounds(context: StageContext, row: dict, verification: _Ver
     completions: list[Completion] = []
     aux_completions: list[Completion] = []
     known: dict[str, ExecutionResult] = {}
-    verifier_context, clusters, parsed = None, [], []
+    verifier_context, clusters, parsed, programs, index, outcomes = None, [], [], [], [], []
     prompt_estimate = generator.count_tokens(prompt)
     try:
         while True:
@@ -444,8 +437,7 @@ async def _answer_in_rounds(context: StageContext, row: dict, verification: _Ver
         if auxiliary is not None:
             auxiliary.cancel()
     answered = {**row, **_answer_columns(context, row, [completions, aux_completions] if len(requests) > 1 else [completions])}
-    programs, index = distinct_programs(answered["candidates"], verifier.normalize)
-    return _voted_row(context, answered, programs, index, [known[p] if p else UNPARSED for p in programs])
+    return _voted_row(context, answered, programs, index, outcomes)  # the last round's: all the candidates
 
 
 def vote_stream(context: StageContext, rows: Iterable[dict], window: int) -> Iterator[dict]:
