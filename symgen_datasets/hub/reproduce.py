@@ -214,8 +214,6 @@ def retrain_config(config, output_dir: Path, references: Path | None, task_optio
     Raises:
         InputError: the card's dataset was a local folder or file that cannot be found again.
     """
-    from dataclasses import fields
-
     from ..training.config import HYPERPARAMETERS, TrainConfig
 
     training = config.training or {}
@@ -228,9 +226,8 @@ def retrain_config(config, output_dir: Path, references: Path | None, task_optio
         raise InputError("--retrain needs the training data: the card's dataset is "
                          f"{dataset.get('file') or dataset.get('path')!r}, which is not on the Hub (a local folder is "
                          "recorded by its name: run from the folder that holds it)")
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in HYPERPARAMETERS}
     recorded = {name: value for name, value in (training.get("hyperparameters") or {}).items()
-                if name in defaults and value is not None}
+                if name in HYPERPARAMETERS and value is not None}
     return TrainConfig(dataset=source, task=config.task, model=config.base_model, output_dir=str(output_dir),
                        eval_references=str(references) if references is not None else None,
                        task_options=dict(task_options or {}), **recorded)
