@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,3 +73,16 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 def tiny_llama(tiny) -> Path:
     """The tiny Llama of :func:`tiny`."""
     return tiny["llama"]
+
+
+@pytest.fixture()
+def hub(tmp_path):
+    """A loopback Hub server (tests/hub_server.py) with ``.env``: the environment a ``symgen``
+    subprocess needs to use it (see :func:`tests.hub_server.symgen_on_hub`)."""
+    from tests.hub_server import HubServer
+
+    with HubServer() as server:
+        server.env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": "hf_test_token",
+                      "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1",
+                      "TOKENIZERS_PARALLELISM": "false"}
+        yield server

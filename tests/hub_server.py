@@ -17,6 +17,8 @@ import hashlib
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -469,6 +471,13 @@ class HubServer:
     def __exit__(self, *exc_info) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def symgen_on_hub(hub: HubServer, *args: str) -> subprocess.CompletedProcess:
+    """Run ``symgen ARGS`` in a subprocess against ``hub`` (its ``env``, from the ``hub`` fixture
+    of tests/conftest.py), capturing its output (900 s at most)."""
+    return subprocess.run([sys.executable, "-m", "symgen_datasets.cli", *args], env=hub.env, capture_output=True,
+                          text=True, timeout=900)
 
 
 if __name__ == "__main__":  # a Hub for trying the CLI by hand: python -m tests.hub_server

@@ -4,7 +4,6 @@ loopback Hub, and reproduce the card's numbers from what was pushed."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import torch
 
 from symgen_datasets.cli import main
 from symgen_datasets.tasks import get_task
-from tests.hub_server import HubServer
+from tests.hub_server import symgen_on_hub as symgen
 
 DEMOS = get_task("geoquery_sql").packaged / "10_shot.jsonl"
 
@@ -55,7 +54,7 @@ def test_lora_trains_adapters_and_prints_the_trainable_share(lora_run):
     assert record["training"]["hyperparameters"]["lora_r"] == 8
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and "This repository holds **LoRA adapters**" in card
-    assert f"| weights | LoRA adapters (r=8, alpha=16" in card
+    assert "| weights | LoRA adapters (r=8, alpha=16" in card
 
 
 def test_lora_adapters_change_the_model_and_evaluate_loads_them(lora_run, capsys):
@@ -71,19 +70,6 @@ def test_lora_adapters_change_the_model_and_evaluate_loads_them(lora_run, capsys
     best = json.loads((out / "symgen_task_model.json").read_text())["training"]["best"]
     for name in ("execution_accuracy", "exact_match", "valid_sql"):
         assert measured[name] == pytest.approx(best[name])
-
-
-@pytest.fixture()
-def hub(tmp_path):
-    with HubServer() as server:
-        server.env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": "hf_test_token",
-                      "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
-        yield server
-
-
-def symgen(hub, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "symgen_datasets.cli", *args], env=hub.env, capture_output=True,
-                          text=True, timeout=900)
 
 
 def test_push_the_adapters_or_merged_weights_then_reproduce(lora_run, hub):

@@ -20,7 +20,6 @@ import yaml
 
 from symgen_datasets.s3.synthesis import InputIndex
 from symgen_datasets.tasks import get_task
-from tests.hub_server import HubServer
 from tests.llm_servers import LLMServer, OracleResponder, PairResponder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,15 +51,6 @@ def s3_command(geo, server_url: str, output: Path, *extra: str) -> list[str]:
             "--generator", f"tgi:{server_url}", "--model", str(geo["model"]), "--output-dir", str(output),
             "--num-questions", "12", "--num-samples", "4", "--min-votes", "2", "--concurrency", "4",
             "--errors-per-prompt", "3", "--examples-per-error", "2", *extra, *TRAIN_FLAGS]
-
-
-@pytest.fixture()
-def hub(tmp_path):
-    with HubServer() as server:
-        server.env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": "hf_test_token",
-                      "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1",
-                      "TOKENIZERS_PARALLELISM": "false"}
-        yield server
 
 
 def rows_at(repo, tag: str) -> list[dict]:

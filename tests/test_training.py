@@ -17,7 +17,7 @@ import yaml
 
 from symgen_datasets.cli import main
 from symgen_datasets.tasks import get_task
-from tests.hub_server import HubServer
+from tests.hub_server import symgen_on_hub as symgen
 from tests.llm_servers import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,19 +175,6 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(tiny, tmp_path):
     assert digest("other-seed") != digest("whole")  # the comparison can fail
     assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
     assert train("none", "--resume-from-checkpoint", "latest") == 2
-
-
-@pytest.fixture()
-def hub(tmp_path):
-    with HubServer() as server:
-        server.env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": "hf_test_token",
-                      "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
-        yield server
-
-
-def symgen(hub, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "symgen_datasets.cli", *args], env=hub.env, capture_output=True,
-                          text=True, timeout=900)
 
 
 def test_push_model_then_reproduce_prints_the_same_numbers(hub, embedded_run, tmp_path):
