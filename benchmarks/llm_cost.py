@@ -53,6 +53,29 @@ def winning_cluster(row: dict) -> str | None:
     return row["candidate_result"][normalised.index(normalize_sql(row["query"]))]
 
 
+def geoquery_dev(count: int | None):
+    """The first ``count`` GeoQuery-SQL dev rows (all 280 when ``None``), their gold queries by
+    question, and a judge: whether a query returns the gold query's rows on the real database."""
+    task = get_task("geoquery_sql")
+    dev = [json.loads(line) for line in task.references_path().read_text().splitlines()][:count]
+    gold = {row["question"].strip(): row["query"] for row in dev}
+    connection = sqlite3.connect(f"file:{task.databases().source_path('geography_db')}?mode=ro", uri=True)
+
+    def correct(question: str, query: str) -> bool:
+        try:
+            return Counter(connection.execute(query).fetchall()) == Counter(connection.execute(gold[question]).fetchall())
+        except sqlite3.Error:
+            return False
+
+    return dev, gold, correct
+
+
+def write_questions(path: Path, dev: list[dict]) -> Path:
+    """``dev``'s questions (question and db_id) as the JSONL file ``--questions`` reads."""
+    path.write_text("".join(json.dumps({"question": r["question"], "db_id": r["db_id"]}) + "\n" for r in dev))
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=20)
@@ -66,18 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.embedded:
         return weak_model(args)
-    task = get_task("geoquery_sql")
-    dev = [json.loads(line) for line in task.references_path().read_text().splitlines()][:args.questions]
-    gold = {row["question"].strip(): row["query"] for row in dev}
-    database = task.databases().source_path("geography_db")
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-
-    def correct(question: str, query: str) -> bool:
-        try:
-            return Counter(connection.execute(query).fetchall()) == Counter(connection.execute(gold[question]).fetchall())
-        except sqlite3.Error:
-            return False
-
+    dev, gold, correct = geoquery_dev(args.questions)
     print(f"GeoQuery-SQL dev: {len(dev)} questions, K={args.num_samples}, V={args.min_votes}, simulated LLM right "
           f"{args.accuracy:.0%} of the time, on 127.0.0.1")
     header = (f"{'server, --sampling':<30} {'requests':>9} {'prompt tok':>11} {'compl. tok':>11} {'cand./q':>8} "
@@ -86,8 +98,7 @@ def main() -> int:
     print("-" * len(header))
     figures: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory() as work:
-        questions = Path(work) / "questions.jsonl"
-        questions.write_text("".join(json.dumps({"question": r["question"], "db_id": r["db_id"]}) + "\n" for r in dev))
+        questions = write_questions(Path(work) / "questions.jsonl", dev)
         for kind, support in (("openai", "full"), ("tgi", "ignore")):
             for sampling in ("fixed", "all", "exact", "adaptive"):
                 with LLMServer(OracleResponder(gold, accuracy=args.accuracy), n_support=support, record=False) as server:
@@ -160,24 +171,13 @@ def weak_model(args: argparse.Namespace) -> int:
     """The embedded model served over TGI's protocol (one request per candidate) on the first
     ``args.embedded`` dev questions under ``fixed``, ``exact`` and ``adaptive``: candidates per
     question, kept rows, precision against gold and yield."""
-    task = get_task("geoquery_sql")
-    dev = [json.loads(line) for line in task.references_path().read_text().splitlines()][:args.embedded]
-    gold = {row["question"].strip(): row["query"] for row in dev}
-    connection = sqlite3.connect(f"file:{task.databases().source_path('geography_db')}?mode=ro", uri=True)
-
-    def correct(question: str, query: str) -> bool:
-        try:
-            return Counter(connection.execute(query).fetchall()) == Counter(connection.execute(gold[question]).fetchall())
-        except sqlite3.Error:
-            return False
-
+    dev, _, correct = geoquery_dev(args.embedded)
     print(f"embedded model over TGI's protocol, GeoQuery-SQL dev: {len(dev)} questions, K={args.num_samples}, "
           f"V={args.min_votes}, this CPU")
     print(f"{'--sampling':<14} {'requests':>9} {'cand./q':>8} {'kept':>5} {'correct':>8} {'precision':>9} {'yield':>7}")
     responder = EmbeddedResponder()
     with tempfile.TemporaryDirectory() as work, LLMServer(responder, record=False) as server:
-        questions = Path(work) / "questions.jsonl"
-        questions.write_text("".join(json.dumps({"question": r["question"], "db_id": r["db_id"]}) + "\n" for r in dev))
+        questions = write_questions(Path(work) / "questions.jsonl", dev)
         for sampling in ("fixed", "exact", "adaptive"):
             try:
                 result = generate(GenerateSettings(
