@@ -1,5 +1,6 @@
 """Training task models: the embedded model fine-tuned a few steps on real gold and evaluated on
-real dev data; a sequence-to-sequence model; two processes (gloo) ending with identical weights;
+real dev data; a sequence-to-sequence model; two processes (gloo) ending with identical weights,
+data parallel and FSDP training what one process trains;
 a resumed run ending with the uninterrupted run's weights; publishing with a model card and
 `symgen reproduce` (and `--retrain`) against the loopback Hub."""
 
@@ -37,18 +38,18 @@ def run(args: list[str], env: dict | None = None, cwd: Path | None = None) -> su
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory) -> dict:
     """The embedded SmolLM2 fine-tuned 4 steps on GeoQuery-SQL's real demonstrations, evaluated on
-    12 real dev questions each epoch, with the LLM's few-shot score on the same rows as baseline."""
+    8 real dev questions each epoch, with the LLM's few-shot score on the same rows as baseline."""
     from tests.llm_servers import OracleResponder
 
     root = tmp_path_factory.mktemp("embedded")
     dev = [json.loads(line) for line in get_task("geoquery_sql").references_path().read_text().splitlines()]
     oracle = OracleResponder({r["question"]: r["query"] for r in dev}, questions=[r["question"] for r in dev])
     with LLMServer(oracle) as server:
-        assert main(["evaluate", "--task", "geoquery_sql", "--generator", f"tgi:{server.url}", "--limit", "12",
+        assert main(["evaluate", "--task", "geoquery_sql", "--generator", f"tgi:{server.url}", "--limit", "8",
                      "--output-dir", str(root / "llm")]) == 0
     out = root / "model"
     assert main(["train", "--dataset", str(DEMOS["geoquery_sql"]), "--task", "geoquery_sql", "--output-dir", str(out),
-                 "--max-steps", "4", "--per-device-train-batch-size", "4", "--eval-limit", "12", "--save-steps", "2",
+                 "--max-steps", "4", "--per-device-train-batch-size", "4", "--eval-limit", "8", "--save-steps", "2",
                  "--logging-steps", "1", "--learning-rate", "1e-4", "--max-target-length", "64", "--baseline-metrics", str(root / "llm" / "metrics.json")]) == 0
     return {"out": out, "baseline": json.loads((root / "llm" / "metrics.json").read_text())}
 
@@ -66,10 +67,10 @@ def test_the_embedded_model_trains_and_is_evaluated_on_real_dev_data(embedded_ru
     # 10 rows in batches of 4: 3 steps an epoch; evaluated after the epoch and at the end
     assert [record["step"] for record in training["history"]] == [3, 4]
     assert training["best"] in training["history"] and training["primary_metric"] == "execution_accuracy"
-    assert training["eval_references"]["packaged"] and training["eval_references"]["rows"] == 12
+    assert training["eval_references"]["packaged"] and training["eval_references"]["rows"] == 8
     assert training["train_tokens_per_s"] > 0 and training["peak_memory_mib"] > 100
     # the saved model is the best one: evaluating it again gives the recorded numbers
-    assert main(["evaluate", str(out), "--limit", "12", "--output-dir", str(out.parent / "again"), "--json"]) == 0
+    assert main(["evaluate", str(out), "--limit", "8", "--output-dir", str(out.parent / "again"), "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for name in ("execution_accuracy", "exact_match", "valid_sql"):
         assert again[name] == pytest.approx(training["best"][name])
@@ -85,7 +86,7 @@ def test_the_model_card_has_every_field(embedded_run):
     metrics = {m["type"]: m["value"] for m in result["metrics"]}
     best = header["symgen"]["training"]["best"]
     assert metrics == {name: pytest.approx(best[name], abs=1e-4) for name in ("execution_accuracy", "exact_match", "valid_sql")}
-    assert result["dataset"]["split"] == "validation" and "12 rows" in result["dataset"]["name"]
+    assert result["dataset"]["split"] == "validation" and "8 rows" in result["dataset"]["name"]
     body = (out / "README.md").read_text().split("---", 2)[2]
     baseline = embedded_run["baseline"]["metrics"]["execution_accuracy"]
     for text in ("## Results on real dev data", "generator LLM, few-shot (test-llm)", f"{baseline:.4f}",
@@ -107,51 +108,74 @@ def test_a_sequence_to_sequence_model_trains_and_predicts(tiny, tmp_path, capsys
     assert len(saved) == 4 and all("logical_form" in row and "prediction" in row for row in saved)
 
 
-def test_two_processes_end_with_identical_weights(tiny, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2` on CPU: gloo, DistributedDataParallel,
-    the dev rows split between the processes and gathered for the metrics."""
-    out = tmp_path / "ddp"
-    launched = run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                    str(ROOT / "training" / "finetune.py"), "--dataset", str(DEMOS["geoquery_sql"]), "--task", "geoquery_sql",
-                    "--model", str(tiny["llama"]), "--output-dir", str(out), "--max-steps", "4",
-                    "--per-device-train-batch-size", "2", "--eval-limit", "6", "--max-target-length", "16",
-                    "--learning-rate", "1e-3"], cwd=tmp_path)
-    training = json.loads((out / "symgen_task_model.json").read_text())["training"]
-    assert training["num_processes"] == 2
-    first, second = training["final_weights_sha256"]
-    assert first == second  # the replicas never diverged
-    assert training["history"] and training["eval_references"]["rows"] == 6
-    assert launched.stdout.count("wrote the model") == 1  # one record and card, from the main process
-    assert training["distributed_type"] == "multi_cpu"
-
-
-def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(tiny, tmp_path):
+def test_two_processes_data_parallel_and_fsdp_train_what_one_process_trains(tiny, tmp_path):
     """2 processes x 2 rows against 1 process x 4 rows, same seed: the same rows each step, each
     process's loss taken over the step's target tokens of both (num_items_in_batch), so the
-    weights agree within float error. (FSDP runs the same loop on GPUs: training/configs/.)"""
+    weights agree within float error, data parallel (DDP) and sharded alike. FSDP is the shipped
+    config (training/configs/fsdp.yaml: FSDP2, sharded checkpoints) on CPU processes (gloo);
+    its run resumed from the step-1 sharded checkpoint ends with the same weights, and so do LoRA
+    adapters trained on the sharded model."""
     from safetensors.torch import load_file
 
     common = ["--dataset", str(DEMOS["geoquery_sql"]), "--task", "geoquery_sql", "--model", str(tiny["llama"]),
               "--max-steps", "2", "--eval-strategy", "no", "--learning-rate", "1e-3", "--seed", "3"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    script = [str(ROOT / "training" / "finetune.py"), *common, "--per-device-train-batch-size", "2"]
+    fsdp = [*launch[:3], "--config_file", str(ROOT / "training" / "configs" / "fsdp.yaml"), *launch[3:]]
     assert main(["train", *common, "--output-dir", str(tmp_path / "one"), "--per-device-train-batch-size", "4"]) == 0
-    run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "training" / "finetune.py"), *common,
-         "--output-dir", str(tmp_path / "two"), "--per-device-train-batch-size", "2"], cwd=tmp_path)
-    one, two = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("one", "two"))
-    assert one.keys() == two.keys()
-    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    # data parallel (DDP), evaluated at the end on dev rows split between the processes and gathered
+    launched = run([*launch, "--multi_gpu", *script, "--output-dir", str(tmp_path / "ddp"), "--eval-strategy", "steps",
+                    "--eval-steps", "2", "--eval-limit", "6"], cwd=tmp_path)
+    training = json.loads((tmp_path / "ddp" / "symgen_task_model.json").read_text())["training"]
+    assert training["distributed_type"] == "multi_cpu" and training["num_processes"] == 2
+    first, second = training["final_weights_sha256"]
+    assert first == second  # the replicas never diverged
+    assert training["history"][0]["step"] == 2 and training["eval_references"]["rows"] == 6
+    assert launched.stdout.count("wrote the model") == 1  # one record and card, from the main process
+    sharded = run([*fsdp, *script, "--output-dir", str(tmp_path / "fsdp"), "--save-steps", "1"], cwd=tmp_path)
+    assert "FSDP2 on 2 CPU processes (gloo)" in sharded.stdout
+    checkpoint = tmp_path / "fsdp" / "checkpoints" / "checkpoint-1"
+    assert (checkpoint / "pytorch_model_fsdp_0").is_dir()  # sharded: one file per process
+    assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    shutil.copytree(checkpoint, tmp_path / "resumed" / "checkpoints" / "checkpoint-1")
+    run([*fsdp, *script, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "latest"], cwd=tmp_path)
+
+    one = load_file(str(tmp_path / "one" / "model.safetensors"))
     assert any((one[k] - load_file(str(tiny["llama"] / "model.safetensors"))[k]).abs().max() > 1e-4 for k in one)
+    for name in ("ddp", "fsdp", "resumed"):
+        other = load_file(str(tmp_path / name / "model.safetensors"))  # the whole model, as from_pretrained reads it
+        assert one.keys() == other.keys(), name
+        assert max((one[k] - other[k]).abs().max().item() for k in one) < 1e-5, name
+    training = json.loads((tmp_path / "fsdp" / "symgen_task_model.json").read_text())["training"]
+    assert training["distributed_type"] == "fsdp" and training["num_processes"] == 2
+    assert len(training["final_weights_sha256"]) == 1  # the gathered model, on the main process
+
+    # LoRA adapters on the sharded model (no adapter dropout: its masks depend on the split),
+    # evaluated on dev rows split over the processes in step
+    lora = ["--lora-r", "4", "--lora-dropout", "0", "--max-target-length", "8"]
+    assert main(["train", *common, *lora, "--output-dir", str(tmp_path / "lora-one"), "--per-device-train-batch-size", "4"]) == 0
+    run([*fsdp, *script, *lora, "--output-dir", str(tmp_path / "lora-fsdp"), "--eval-strategy", "steps", "--eval-steps", "2",
+         "--eval-limit", "3"], cwd=tmp_path)
+    one, other = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("lora-one", "lora-fsdp"))
+    assert one.keys() == other.keys() and max((one[k] - other[k]).abs().max().item() for k in one) < 1e-5
+    assert max(one[k].abs().max().item() for k in one if "lora_B" in k) > 1e-4  # the adapters trained
+    training = json.loads((tmp_path / "lora-fsdp" / "symgen_task_model.json").read_text())["training"]
+    assert training["history"][0]["step"] == 2 and training["eval_references"]["rows"] == 3
 
 
-def test_a_sharded_config_on_cpus_is_refused_with_what_to_do(tiny, tmp_path):
-    config = ROOT / "training" / "configs" / "fsdp.yaml"
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                           "--num_processes", "1", str(ROOT / "training" / "finetune.py"), "--dataset",
-                           str(DEMOS["geoquery_sql"]), "--task", "geoquery_sql", "--model", str(tiny["llama"]),
-                           "--output-dir", str(tmp_path / "m"), "--max-steps", "1"], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
-    assert done.returncode != 0 and "FSDP from the accelerate config needs GPUs" in done.stderr
+@pytest.mark.parametrize("environment, message", [
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed from the accelerate config needs GPUs"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1", "WORLD_SIZE": "2"}, "set fsdp_version: 2"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "WORLD_SIZE": "1"}, "launch at least 2"),
+])
+def test_a_sharded_config_that_cannot_run_on_cpus_is_refused_with_what_to_do(tiny, tmp_path, monkeypatch, capsys,
+                                                                                environment, message):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", "--dataset", str(DEMOS["geoquery_sql"]), "--task", "geoquery_sql", "--model",
+                 str(tiny["llama"]), "--output-dir", str(tmp_path / "m"), "--max-steps", "1", "--cpu"]) == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 

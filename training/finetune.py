@@ -5,6 +5,7 @@ The same script runs on one CPU, one GPU, several GPUs and several nodes::
     symgen train --dataset symgen/spider-synth@v1.1.0 --output-dir ./spider-t1      # one process
     accelerate launch training/finetune.py --dataset ./geoquery_sql-synth --output-dir ./geo-t1
     accelerate launch --multi_gpu --num_processes 4 training/finetune.py --dataset ... --output-dir ...
+    accelerate launch --config_file training/configs/fsdp.yaml --num_processes 8 training/finetune.py ...
 
 Read it top to bottom, as accelerate's ``examples/nlp_example.py``: arguments (transformers'
 ``TrainingArguments`` names), the dataset (a Hub id at a revision, a folder written by ``symgen
@@ -28,7 +29,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, gather_object, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedType,
+    broadcast_object_list,
+    gather_object,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, get_scheduler
@@ -252,17 +259,19 @@ def train(args: TrainConfig) -> TrainResult:
             be used, or a checkpoint of another run.
     """
     args.check()
-    sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
-    if sharded and (args.use_cpu or not torch.accelerator.is_available()):
-        raise InputError(f"{sharded[0]} from the accelerate config needs GPUs (accelerate shards models on GPU-like "
-                         "devices only); on CPUs run data parallel: accelerate launch --multi_gpu --num_processes N")
+    on_cpus = args.use_cpu or not torch.accelerator.is_available()
+    if on_cpus:
+        check_sharding_on_cpus()
     output = Path(args.output_dir)
     accelerator = Accelerator(
-        cpu=args.use_cpu or not torch.accelerator.is_available(),  # several CPU processes: gloo
+        cpu=on_cpus,  # several CPU processes: gloo
         mixed_precision=mixed_precision(args),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # the same order after a resume
     )
+    if on_cpus and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        shard_on_cpus(accelerator)
+    fsdp = accelerator.distributed_type == DistributedType.FSDP  # every forward pass is collective
     set_seed(args.seed)
     lock = None
     if accelerator.is_main_process:
@@ -376,6 +385,7 @@ def train(args: TrainConfig) -> TrainResult:
             shutil.rmtree(partial, ignore_errors=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))
+        accelerator.wait_for_everyone()  # every process has written its files (its random states at least)
         if accelerator.is_main_process:
             (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
             shutil.rmtree(folder, ignore_errors=True)
@@ -390,6 +400,8 @@ def train(args: TrainConfig) -> TrainResult:
         atomically)."""
         accelerator.wait_for_everyone()
         state_dict = accelerator.get_state_dict(model)
+        if fsdp and state_dict:  # gathered shards: tied weights come back as separate copies
+            state_dict = without_tied_copies(state_dict, accelerator.unwrap_model(model))
         if accelerator.is_main_process:
             staging = output / ".model.partial"
             shutil.rmtree(staging, ignore_errors=True)
@@ -407,10 +419,25 @@ def train(args: TrainConfig) -> TrainResult:
         """Predict on the dev rows (split over the processes), score them with the task's
         metrics, and keep the model when the primary metric is the best so far."""
         unwrapped = accelerator.unwrap_model(model)
-        with accelerator.split_between_processes(dev_rows) as shard, accelerator.autocast():
-            predictions = predict(unwrapped, tokenizer, task, shard, knowledge, config, args.per_device_eval_batch_size,
-                                  progress=accelerator.is_local_main_process, description="evaluating")
-        predictions = gather_object(predictions)
+        # equal blocks (the last padded with the last row): under FSDP every process must run as
+        # many forward passes as the others, which generate(synced_gpus=True) keeps in step
+        per = math.ceil(len(dev_rows) / accelerator.num_processes)
+        shard = dev_rows[accelerator.process_index * per:(accelerator.process_index + 1) * per]
+        shard = shard + dev_rows[-1:] * (per - len(shard))
+        # FSDP: the root's own parameters (embeddings, final norm) gathered for the whole generation,
+        # since peft's generate calls the inner model, around the root module's hooks
+        gathered = fsdp and hasattr(unwrapped, "unshard")
+        if gathered:
+            unwrapped.unshard()
+        try:
+            with accelerator.autocast():
+                predictions = predict(unwrapped, tokenizer, task, shard, knowledge, config,
+                                      args.per_device_eval_batch_size, progress=accelerator.is_local_main_process,
+                                      description="evaluating", synced=fsdp)
+        finally:
+            if gathered:
+                unwrapped.reshard()
+        predictions = gather_object(predictions)[:len(dev_rows)]
         record = [None]
         if accelerator.is_main_process:
             evaluation = task.evaluate(dev_rows, predictions, knowledge)
@@ -498,7 +525,10 @@ def train(args: TrainConfig) -> TrainResult:
 
     # --- the record and the card ---------------------------------------------------------------
     peak = accelerator.gather(torch.tensor([peak_memory_mib()], device=accelerator.device)).max().item()
-    digests = gather_object([weights_digest(accelerator.unwrap_model(model))])  # one per process: DDP keeps them equal
+    # one digest per process that holds the whole model: data parallel, each replica (kept equal);
+    # FSDP, the main process's gathered copy
+    whole = accelerator.get_state_dict(model)
+    digests = [digest for digest in gather_object([weights_digest(whole) if whole else None]) if digest]
     if accelerator.is_main_process:
         from symgen_datasets.publish.model_card import task_card_block, write_model_card
 
@@ -542,6 +572,65 @@ def train(args: TrainConfig) -> TrainResult:
     per_s = (lambda n: round(n / state["seconds"], 1) if state["seconds"] else None)
     return TrainResult(output, state["global_step"], state["best"], state["history"], per_s(state["tokens"]),
                        round(peak, 1), per_s(state.get("target_tokens", 0)), packing["used"])
+
+
+def check_sharding_on_cpus() -> None:
+    """Refuse, before anything is loaded, a sharded accelerate config that cannot run on CPUs.
+
+    Raises:
+        InputError: DeepSpeed (GPUs only), FSDP1 (CPUs need FSDP2: ``fsdp_version: 2``), or FSDP
+            in a single process.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise InputError("DeepSpeed from the accelerate config needs GPUs; on CPUs use FSDP (accelerate launch "
+                         "--config_file training/configs/fsdp.yaml --num_processes 2 --mixed_precision no ...) "
+                         "or data parallel (accelerate launch --multi_gpu --num_processes 2 ...)")
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":
+        return
+    if os.environ.get("FSDP_VERSION", "1") != "2":
+        raise InputError("FSDP on CPUs needs FSDP2: set fsdp_version: 2 in the accelerate config "
+                         "(as training/configs/fsdp.yaml does)")
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise InputError("FSDP shards a model over several processes: launch at least 2 "
+                         "(accelerate launch --num_processes 2 ...)")
+
+
+def shard_on_cpus(accelerator: Accelerator) -> None:
+    """Let FSDP from the accelerate config run on CPU processes (gloo).
+
+    accelerate turns ``distributed_type: FSDP`` on for GPU-like devices only and falls back to
+    plain data parallel on CPUs, while torch's FSDP2 (``fully_shard``) shards over gloo as well.
+    This sets the state accelerate would have set on GPUs (its FSDP plugin, read from the same
+    ``FSDP_*`` variables of ``accelerate launch``), so that a CPU machine runs the real sharded
+    path: the parameters are DTensors split over the processes, checkpoints are sharded, and the
+    saved model is gathered whole. It is slow and meant for checking a run before paying for GPUs.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as AcceleratorState does on GPUs
+    accelerator.print(f"FSDP{plugin.fsdp_version} on {accelerator.num_processes} CPU processes (gloo)")
+
+
+def without_tied_copies(state_dict: dict, model) -> dict:
+    """``state_dict`` less the keys of weights the model ties to others (``lm_head.weight`` to
+    ``model.embed_tokens.weight`` in most causal LMs, under any wrapper's prefix, e.g. peft's
+    ``base_model.model.``). A state dict gathered from FSDP shards holds them as separate copies,
+    which ``save_pretrained`` would write twice; ``from_pretrained`` ties them again."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    ties = base.get_expanded_tied_weights_keys(all_submodels=True) if hasattr(base, "get_expanded_tied_weights_keys") else {}
+    kept = dict(state_dict)
+    for key in state_dict:
+        for tied, source in ties.items():
+            if key == tied or key.endswith("." + tied):
+                if key[:len(key) - len(tied)] + source in state_dict:
+                    del kept[key]
+    return kept
 
 
 def add_lora(model, architecture: str, args: TrainConfig):

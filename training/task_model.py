@@ -198,7 +198,7 @@ def encode(task, row: dict, knowledge, tokenizer, architecture: str, max_source_
 
 
 def predict(model, tokenizer, task, rows: Sequence[dict], knowledge, config: TaskModelConfig, batch_size: int = 16,
-            progress: bool = True, description: str = "predicting") -> list[str | None]:
+            progress: bool = True, description: str = "predicting", synced: bool = False) -> list[str | None]:
     """Greedy predictions of a task model for reference rows, read by :meth:`Task.parse_answer`
     (as the LLM's are).
 
@@ -211,6 +211,8 @@ def predict(model, tokenizer, task, rows: Sequence[dict], knowledge, config: Tas
         knowledge: the task's knowledge (e.g. the databases whose schemas SQL inputs show).
         config: the model's :class:`TaskModelConfig` (architecture, length limits).
         batch_size: rows per ``generate`` call.
+        synced: the model is sharded over processes (FSDP) that each predict as many rows:
+            ``generate(synced_gpus=True)`` keeps their forward passes in step.
 
     Returns:
         One program (or ``None``) per row.
@@ -246,7 +248,8 @@ def predict(model, tokenizer, task, rows: Sequence[dict], knowledge, config: Tas
                         mask[row, :len(tokens)] = 1
                 generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                            num_beams=1, max_new_tokens=config.max_target_length, pad_token_id=pad,
-                                           eos_token_id=tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None)
+                                           eos_token_id=tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None,
+                                           synced_gpus=synced)
                 new = generated[:, width:] if causal else generated
                 for row, i in enumerate(batch):
                     text = tokenizer.decode(new[row], skip_special_tokens=True)
@@ -286,15 +289,15 @@ def predict_labels(model, tokenizer, task, rows: Sequence[dict], config: TaskMod
     return outputs
 
 
-def weights_digest(model) -> str:
-    """SHA-256 of a model's parameters and buffers (names and bytes, in name order): equal
+def weights_digest(state_dict) -> str:
+    """SHA-256 of a model's state dict (parameter and buffer names and bytes, in name order): equal
     digests mean identical weights (e.g. across the processes of a distributed run)."""
     import hashlib
 
     import torch
 
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state_dict.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
