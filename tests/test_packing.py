@@ -10,7 +10,7 @@ import torch
 from transformers import DataCollatorForSeq2Seq
 
 from symgen_datasets.tasks import get_task
-from symgen_datasets.training.packing import PackingCollator, pack, packing_is_exact
+from symgen_datasets.training.packing import PackingCollator, attention_probe, pack, packing_is_exact
 from symgen_datasets.training.task_model import encode, load_base_model
 
 TASK = get_task("geoquery_sql")
@@ -83,6 +83,50 @@ def test_without_position_ids_the_rows_would_attend_to_each_other(embedded):
         reference = model(**padded, use_cache=False).loss.item()
         leaking = model(**packed, use_cache=False).loss.item()
     assert abs(reference - leaking) > 1e-3
+
+
+def test_the_check_runs_on_a_layer_of_the_architecture_and_agrees_with_the_whole_model(embedded):
+    """The probe (one decoder layer, random weights, same class, attention and dtype) gives the
+    whole embedded model's verdict with a fraction of its parameters, and leaves the run's random
+    stream as it was; the comparison can fail on the probe too (positions running on)."""
+    model, tokenizer, examples = embedded
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+    torch.manual_seed(5)
+    probe = attention_probe(model)
+    drawn = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(drawn, torch.rand(3))  # building the probe drew nothing from the run's stream
+    assert type(probe) is type(model) and probe.config.num_hidden_layers == 1
+    assert probe.config._attn_implementation == model.config._attn_implementation and probe.dtype == model.dtype
+    assert sum(p.numel() for p in probe.parameters()) < 0.3 * sum(p.numel() for p in model.parameters())
+    whole, on_probe = (packing_is_exact(m, examples, collator, tokenizer.pad_token_id) for m in (model, probe))
+    assert whole[0] and on_probe[0] and on_probe[1] < 1e-4
+
+    class RunningPositions(PackingCollator):  # positions that do not restart per row: rows attend to each other
+        def __call__(self, features):
+            batch = super().__call__(features)
+            batch["position_ids"] = torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])
+            return batch
+
+    import symgen_datasets.training.packing as packing
+    real = packing.PackingCollator
+    packing.PackingCollator = RunningPositions
+    try:
+        leaking = packing_is_exact(probe, examples, collator, tokenizer.pad_token_id)
+    finally:
+        packing.PackingCollator = real
+    assert not leaking[0] and leaking[1] > 1e-3
+
+
+def test_the_probe_keeps_one_layer_of_each_attention_type():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=5, num_attention_heads=2,
+                         num_key_value_heads=2, use_sliding_window=True, sliding_window=8, max_window_layers=2)
+    assert config.layer_types == ["full_attention"] * 2 + ["sliding_attention"] * 3
+    probe = attention_probe(Qwen2ForCausalLM(config))
+    assert probe.config.layer_types == ["full_attention", "full_attention", "sliding_attention"]
+    assert len(probe.model.layers) == 3
 
 
 def test_training_packed_ends_where_training_padded_does(tiny, tmp_path):

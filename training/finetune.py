@@ -45,7 +45,7 @@ from symgen_datasets.io import read_records, validate_record
 from symgen_datasets.tasks import get_task
 from symgen_datasets.tasks.base import parse_task_flags
 from symgen_datasets.training.config import TrainConfig, train_parser
-from symgen_datasets.training.packing import PackingCollator, packing_is_exact
+from symgen_datasets.training.packing import PackingCollator, attention_probe, packing_is_exact
 from symgen_datasets.training.task_model import (
     TaskModelConfig,
     encode,
@@ -321,12 +321,15 @@ def train(args: TrainConfig) -> TrainResult:
     packing = {"used": False, "why": "off (--no-packing)" if not args.packing else
                "padding: packing is for causal LMs" if architecture != "causal" else ""}
     if args.packing and architecture == "causal":
-        model.to(accelerator.device)
-        exact, difference = packing_is_exact(model, examples, collator, tokenizer.pad_token_id)
+        probe = attention_probe(model)  # a layer or a few, not the whole model on the device
+        on = (f", on a {probe.config.num_hidden_layers}-layer copy of the architecture" if probe is not None else "")
+        probe = model if probe is None else probe
+        exact, difference = packing_is_exact(probe.to(accelerator.device), examples, collator, tokenizer.pad_token_id)
+        del probe
         exact = broadcast_object_list([exact])[0]  # the main process decides for all
         packing = {"used": exact, "why": f"checked: the loss of packed rows equals the padded batch's "
-                   f"(difference {difference:.1e})" if exact else f"padding: this model's attention does not honour "
-                   f"per-row position ids on {accelerator.device.type} (loss difference {difference:.1e})"}
+                   f"(difference {difference:.1e}{on})" if exact else f"padding: this model's attention does not "
+                   f"honour per-row position ids on {accelerator.device.type} (loss difference {difference:.1e}{on})"}
         if exact:
             collator = PackingCollator(tokenizer.pad_token_id)
         else:

@@ -11,8 +11,9 @@ no token attends across a row boundary. The loss is the mean over the same targe
 padded batch, so a packed step is the padded step, with fewer positions computed.
 
 Whether a model's attention honours per-row position ids is checked, not assumed
-(:func:`packing_is_exact`): the loss of a few rows packed and padded must agree, else training
-falls back to padding and says why.
+(:func:`packing_is_exact`, run on :func:`attention_probe`, a one-layer copy of the architecture):
+the loss of a few rows packed and padded must agree, else training falls back to padding and
+says why.
 """
 
 from __future__ import annotations
@@ -120,3 +121,38 @@ def packing_is_exact(model, examples: Sequence[dict], padded_collator, pad_token
         model.train(was_training)
     difference = max(differences)
     return difference <= tolerance, difference
+
+
+def attention_probe(model):
+    """A small randomly initialised copy of ``model``'s architecture for :func:`packing_is_exact`:
+    the same class, attention implementation and dtype, with only the decoder layers needed to
+    hold one layer of each attention type (``config.layer_types``, e.g. sliding and full; one
+    layer where the config has none).
+
+    Whether packing is exact depends on how attention treats per-row position ids, not on the
+    weights, so the check runs on the probe and never puts a whole model on a device before it is
+    sharded (a 32B model under FSDP would not fit). Built under ``torch.random.fork_rng``: the
+    run's random stream is left as it was.
+
+    Args:
+        model: a causal LM, or a peft model around one.
+
+    Returns:
+        The probe (on CPU), or ``None`` when the architecture cannot be cut this way (check the
+        model itself then).
+    """
+    import copy
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = copy.deepcopy(base.config)
+    types = list(getattr(config, "layer_types", None) or [])
+    layers = max(types.index(kind) for kind in set(types)) + 1 if types else 1
+    try:
+        config.num_hidden_layers = layers
+        if types:
+            config.layer_types = types[:layers]
+        with torch.random.fork_rng(devices=[]):
+            return type(base)._from_config(config, attn_implementation=base.config._attn_implementation,
+                                           dtype=next(base.parameters()).dtype)
+    except Exception:  # noqa: BLE001 - a config that cannot be cut: the caller checks the model itself
+        return None
