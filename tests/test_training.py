@@ -113,7 +113,8 @@ def test_two_processes_data_parallel_and_fsdp_train_what_one_process_trains(tiny
     process's loss taken over the step's target tokens of both (num_items_in_batch), so the
     weights agree within float error, data parallel (DDP) and sharded alike. FSDP is the shipped
     config (training/configs/fsdp.yaml: FSDP2, sharded checkpoints) on CPU processes (gloo);
-    its run resumed from the step-1 sharded checkpoint ends with the same weights, and so do LoRA
+    its run resumed from the step-1 sharded checkpoint (with gradient checkpointing) ends with the
+    same weights, and so do LoRA
     adapters trained on the sharded model."""
     from safetensors.torch import load_file
 
@@ -139,7 +140,9 @@ def test_two_processes_data_parallel_and_fsdp_train_what_one_process_trains(tiny
     assert (checkpoint / "pytorch_model_fsdp_0").is_dir()  # sharded: one file per process
     assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     shutil.copytree(checkpoint, tmp_path / "resumed" / "checkpoints" / "checkpoint-1")
-    run([*fsdp, *script, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "latest"], cwd=tmp_path)
+    # (with activation checkpointing: it recomputes, it does not change what is computed)
+    run([*fsdp, *script, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "latest",
+         "--gradient-checkpointing"], cwd=tmp_path)
 
     one = load_file(str(tmp_path / "one" / "model.safetensors"))
     assert any((one[k] - load_file(str(tiny["llama"] / "model.safetensors"))[k]).abs().max() > 1e-4 for k in one)
