@@ -225,16 +225,7 @@ def test_push_model_then_reproduce_prints_the_same_numbers(hub, embedded_run, tm
     row = next(line for line in lines if line.strip().startswith("execution_accuracy"))
     assert row.split()[1:4] == [f"{best['execution_accuracy']:.4f}", f"{best['execution_accuracy']:.4f}", "+0.0000"]
     assert "matches the card" in lines[0] and lines[-1].startswith("reproduced within")
-
-    # a card that reports another number is caught
-    forged = tmp_path / "forged"
-    shutil.copytree(out, forged, ignore=shutil.ignore_patterns("checkpoints"))
-    config = json.loads((forged / "symgen_task_model.json").read_text())
-    config["training"]["best"]["execution_accuracy"] += 0.25
-    (forged / "symgen_task_model.json").write_text(json.dumps(config))
-    assert symgen(hub, "push-model", str(forged), "symgen/geo-t1", "--version", "1.0.1").returncode == 0
-    caught = symgen(hub, "reproduce", "symgen/geo-t1@v1.0.1")
-    assert caught.returncode == 1 and "NOT reproduced: execution_accuracy" in caught.stdout
+    # a forged training record is caught: test_reproduce_catches_a_shown_metric_tampered_weights_and_a_truncated_file
 
 
 def test_train_from_a_hub_dataset_revision_and_reproduce_by_retraining(hub, tiny, tmp_path, oracle):
@@ -258,12 +249,16 @@ def test_train_from_a_hub_dataset_revision_and_reproduce_by_retraining(hub, tiny
 
 
 def test_reproduce_catches_a_shown_metric_tampered_weights_and_a_truncated_file(hub, embedded_run, tmp_path):
-    """The card's model-index and table are compared too (exit 1); weights tampered with at the
+    """A forged training record, and the card's model-index and table, are caught (exit 1); weights tampered with at the
     Hub or truncated are caught by their digest before anything is evaluated (exit 2, no
     traceback)."""
     out = embedded_run["out"]
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    # a training record that reports another number (the card made from it shows it too)
+    config = json.loads((copy / "symgen_task_model.json").read_text())
+    config["training"]["best"]["execution_accuracy"] += 0.25
+    (copy / "symgen_task_model.json").write_text(json.dumps(config))
     assert symgen(hub, "push-model", str(copy), "symgen/geo-t2", "--version", "1.0.0").returncode == 0
     repo = hub.models["symgen/geo-t2"]
     files = repo.commits[repo.tags["v1.0.0"]].files
@@ -277,6 +272,7 @@ def test_reproduce_catches_a_shown_metric_tampered_weights_and_a_truncated_file(
     caught = symgen(hub, "reproduce", "symgen/geo-t2@v1.0.0")
     assert caught.returncode == 1, caught.stdout + caught.stderr[-2000:]
     assert "NOT reproduced" in caught.stdout and "table:exact_match" in caught.stdout
+    assert "execution_accuracy" in caught.stdout.split("NOT reproduced", 1)[1]  # the forged record, named too
     assert "the card's table shows exact_match 0.9876" in caught.stdout
     assert "weights match the card (model.safetensors, sha256)" in caught.stdout
 
