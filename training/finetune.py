@@ -34,6 +34,7 @@ from accelerate.utils import (
     DistributedType,
     broadcast_object_list,
     gather_object,
+    parse_flag_from_env,
     set_seed,
 )
 from torch.utils.data import DataLoader
@@ -269,7 +270,7 @@ def train(args: TrainConfig) -> TrainResult:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # the same order after a resume
     )
-    if on_cpus and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+    if on_cpus and parse_flag_from_env("ACCELERATE_USE_FSDP"):
         shard_on_cpus(accelerator)
     fsdp = accelerator.distributed_type == DistributedType.FSDP  # every forward pass is collective
     set_seed(args.seed)
@@ -398,14 +399,15 @@ def train(args: TrainConfig) -> TrainResult:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
-    def save_model() -> None:
+    def save_model() -> dict:
         """The current weights become the model of --output-dir (file by file, each replaced
-        atomically)."""
+        atomically). Returns the whole state dict it saved (under FSDP, gathered: empty in
+        processes other than the main one)."""
         accelerator.wait_for_everyone()
-        state_dict = accelerator.get_state_dict(model)
-        if fsdp and state_dict:  # gathered shards: tied weights come back as separate copies
-            state_dict = without_tied_copies(state_dict, accelerator.unwrap_model(model))
+        whole = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
+            # gathered shards: tied weights come back as separate copies
+            state_dict = without_tied_copies(whole, accelerator.unwrap_model(model)) if fsdp else whole
             staging = output / ".model.partial"
             shutil.rmtree(staging, ignore_errors=True)
             accelerator.unwrap_model(model).save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
@@ -417,6 +419,7 @@ def train(args: TrainConfig) -> TrainResult:
                 os.replace(item, output / item.name)
             staging.rmdir()
         accelerator.wait_for_everyone()
+        return whole
 
     def evaluate() -> None:
         """Predict on the dev rows (split over the processes), score them with the task's
@@ -524,13 +527,14 @@ def train(args: TrainConfig) -> TrainResult:
     if args.eval_strategy != "no" and state["global_step"] != last_eval:
         evaluate()
     if args.eval_strategy == "no":
-        save_model()
+        whole = save_model()
 
     # --- the record and the card ---------------------------------------------------------------
     peak = accelerator.gather(torch.tensor([peak_memory_mib()], device=accelerator.device)).max().item()
+    if args.eval_strategy != "no":  # the final weights, whole (gathered once under FSDP)
+        whole = accelerator.get_state_dict(model)
     # one digest per process that holds the whole model: data parallel, each replica (kept equal);
     # FSDP, the main process's gathered copy
-    whole = accelerator.get_state_dict(model)
     digests = [digest for digest in gather_object([weights_digest(whole) if whole else None]) if digest]
     if accelerator.is_main_process:
         from symgen_datasets.publish.model_card import task_card_block, write_model_card
@@ -584,11 +588,11 @@ def check_sharding_on_cpus() -> None:
         InputError: DeepSpeed (GPUs only), FSDP1 (CPUs need FSDP2: ``fsdp_version: 2``), or FSDP
             in a single process.
     """
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         raise InputError("DeepSpeed from the accelerate config needs GPUs; on CPUs use FSDP (accelerate launch "
                          "--config_file training/configs/fsdp.yaml --num_processes 2 --mixed_precision no ...) "
                          "or data parallel (accelerate launch --multi_gpu --num_processes 2 ...)")
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":
+    if not parse_flag_from_env("ACCELERATE_USE_FSDP"):
         return
     if os.environ.get("FSDP_VERSION", "1") != "2":
         raise InputError("FSDP on CPUs needs FSDP2: set fsdp_version: 2 in the accelerate config "
